@@ -1,0 +1,130 @@
+"""``python -m bench.profile``: parameters and compute of a model at its paper input size,
+beside the figures the papers publish.
+
+Compute is counted twice, by maintained counters: fvcore's ``FlopCountAnalysis`` (one
+multiply-add = one "flop", i.e. MACs: the convention of the IML codebases that publish a
+counting script, and what the papers' "FLOPs" columns mean) and torch's
+``FlopCounterMode`` (two per multiply-add; halved here to MACs). They differ where one
+counts ops the other skips (fvcore counts normalisation and upsampling, torch does not).
+FLOPs are reported as 2 x fvcore MACs. Attention is switched to its explicit MatMul form
+first, which both counters see (fvcore skips the fused SDPA kernel).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+
+from fvcore.nn import FlopCountAnalysis  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from train.models import build_model, get_spec, list_models  # noqa: E402
+from train.models.blocks.attention import set_fused_attention  # noqa: E402
+
+
+class _Predict(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        return self.model.predict(x)
+
+
+@dataclass
+class Profile:
+    model: str
+    input_size: int
+    params_m: float
+    gmacs_fvcore: float
+    gmacs_torch: float
+
+    @property
+    def gflops(self) -> float:
+        return 2.0 * self.gmacs_fvcore
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "gflops": self.gflops}
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """(fvcore MACs, torch FlopCounterMode MACs) of ``model.predict(x)``."""
+    wrapper = _Predict(model).eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        analysis = FlopCountAnalysis(wrapper, (x,))
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
+        fv = float(analysis.total())
+        with FlopCounterMode(display=False) as counter:
+            wrapper(x)
+    return fv, counter.get_total_flops() / 2.0
+
+
+def profile(name: str, size: int | None = None, small: bool = False, **options: Any) -> Profile:
+    spec = get_spec(name)
+    size = size or (spec.small_size if small else spec.input_size)
+    torch.manual_seed(0)
+    model = build_model(name, small=small, **options).eval()
+    set_fused_attention(model, False)
+    fv, tc = count_macs(model, torch.rand(1, 3, size, size))
+    return Profile(spec.name, size, count_params(model) / 1e6, fv / 1e9, tc / 1e9)
+
+
+def _delta(ours: float, paper: float | None) -> str:
+    if paper is None:
+        return "-"
+    return f"{paper:g} ({100.0 * (ours - paper) / paper:+.1f}%)"
+
+
+def format_profile(prof: Profile) -> str:
+    spec = get_spec(prof.model)
+    lines = [
+        f"{spec.title} at {prof.input_size} x {prof.input_size}, batch 1",
+        f"  params          {prof.params_m:8.2f} M",
+        f"  GMACs (fvcore)  {prof.gmacs_fvcore:8.2f}    <- the papers' \"FLOPs\" convention",
+        f"  GMACs (torch)   {prof.gmacs_torch:8.2f}    (FlopCounterMode / 2; skips norm/upsample ops)",
+        f"  GFLOPs (2xMACs) {prof.gflops:8.2f}",
+    ]
+    figures = [f for f in spec.figures if f.input_size == prof.input_size]
+    if figures:
+        lines.append("  published figures (ours vs theirs, difference in % of theirs):")
+        for fig in figures:
+            lines.append(f"    {fig.source}: params {_delta(prof.params_m, fig.params_m)} M, "
+                         f"FLOPs {_delta(prof.gmacs_fvcore, fig.gflops)} G (as GMACs)"
+                         + (f"  [{fig.note}]" if fig.note else ""))
+    elif spec.figures:
+        lines.append(f"  published figures are at other sizes: {sorted({f.input_size for f in spec.figures})}")
+    else:
+        lines.append("  no published efficiency figure for this model")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, choices=list_models())
+    parser.add_argument("--size", type=int, help="input size (default: the paper's)")
+    parser.add_argument("--variant", help="a named option set of the model")
+    parser.add_argument("--small", action="store_true", help="the small test configuration")
+    args = parser.parse_args(argv)
+    spec = get_spec(args.model)
+    if args.variant and args.variant not in spec.variants:
+        parser.error(f"model {args.model} has no variant {args.variant!r}; known: {sorted(spec.variants)}")
+    options = dict(spec.variants[args.variant]) if args.variant else {}
+    print(format_profile(profile(args.model, args.size, args.small, **options)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Checks on an exported graph: ONNX checker and strict shape inference, an op lint
+(opset, domains, ops TensorRT cannot parse, the attention pattern) and numerical parity
+of the runtime's onnxruntime backend against PyTorch."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.defs
+import onnx.shape_inference
+
+# Ops a graph for TensorRT must not hold: DFT/STFT (no TensorRT support), the opset-23
+# Attention op (only TensorRT >= 10.14), control flow from data-dependent Python branches.
+FORBIDDEN_OPS = frozenset({"DFT", "STFT", "Attention", "If", "Loop", "Unique"})
+
+
+@dataclass
+class LintReport:
+    opset: int
+    op_counts: Counter = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)
+    attention_patterns: int = 0  # Mul(Q)->MatMul->Softmax->MatMul chains
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise ValueError("graph imports no default-domain opset")
+
+
+def check_model(path: str | Path) -> onnx.ModelProto:
+    """ONNX checker on the file and strict shape inference; returns the loaded model."""
+    onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.load(str(path))
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    return model
+
+
+def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {out: node for node in graph.node for out in node.output}
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for inp in node.input:
+            users.setdefault(inp, []).append(node)
+    return users
+
+
+def lint(model: onnx.ModelProto, opset: int | None = None) -> LintReport:
+    """Op lint: every node in the default domain and defined at the graph's opset, none of
+    ``FORBIDDEN_OPS``, and every Softmax between two MatMuls fed by a scaled Q (the
+    attention pattern TensorRT fuses)."""
+    graph_opset = default_opset(model)
+    report = LintReport(opset=graph_opset)
+    if opset is not None and graph_opset != opset:
+        report.problems.append(f"graph opset is {graph_opset}, expected {opset}")
+    producers, consumers = _producers(model.graph), _consumers(model.graph)
+    for node in model.graph.node:
+        report.op_counts[node.op_type] += 1
+        label = node.name or node.op_type
+        if node.domain not in ("", "ai.onnx"):
+            report.problems.append(f"node {label}: op {node.domain}::{node.op_type} outside the default domain")
+            continue
+        if node.op_type in FORBIDDEN_OPS:
+            report.problems.append(f"node {label}: op {node.op_type} is not allowed")
+            continue
+        try:
+            onnx.defs.get_schema(node.op_type, max_inclusive_version=graph_opset, domain="")
+        except onnx.defs.SchemaError:
+            report.problems.append(f"node {label}: op {node.op_type} is not defined in opset {graph_opset}")
+        if node.op_type == "Softmax":
+            qk = producers.get(node.input[0])
+            users = consumers.get(node.output[0], [])
+            if qk is not None and qk.op_type == "MatMul" and any(u.op_type == "MatMul" for u in users):
+                q = producers.get(qk.input[0])
+                if q is not None and q.op_type == "Mul":
+                    report.attention_patterns += 1
+                else:
+                    report.problems.append(f"node {label}: attention scale is not folded into Q")
+    return report
+
+
+@dataclass
+class Parity:
+    max_abs_prob: float
+    max_abs_score: float
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_prob <= self.tolerance and self.max_abs_score <= self.tolerance
+
+
+def parity(onnx_path: str | Path, reference: dict[str, np.ndarray], batch: np.ndarray,
+           tolerance: float = 1e-4) -> Parity:
+    """Run the runtime's onnxruntime backend on ``batch`` and compare with PyTorch's
+    ``reference`` outputs ("prob", "score")."""
+    from runtime.backends.ort_backend import OrtBackend
+
+    outputs = OrtBackend(onnx_path, providers=["CPUExecutionProvider"]).run(batch)
+    return Parity(
+        max_abs_prob=float(np.abs(outputs["prob"] - reference["prob"]).max()),
+        max_abs_score=float(np.abs(outputs["score"] - reference["score"]).max()),
+        tolerance=tolerance,
+    )

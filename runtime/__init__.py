@@ -1,0 +1,31 @@
+"""imlkit runtime: lean inference for exported image-manipulation-localization models.
+
+Depends only on numpy, pillow and onnxruntime (TensorRT optional, later); it
+never imports torch or the train/export/bench packages.  onnxruntime itself is
+imported only when a model is opened, so ``import runtime`` stays cheap.
+
+    from runtime import Predictor
+    pred = Predictor("model.onnx").predict("photo.jpg")
+    pred.prob, pred.mask, pred.score
+"""
+
+from . import errors
+from .errors import BackendError, ImageError, ModelError, RuntimeInputError, SidecarError
+from .io import load_image, save_png
+from .predictor import Prediction, Predictor
+from .sidecar import Sidecar, sidecar_path
+
+__all__ = [
+    "Predictor",
+    "Prediction",
+    "load_image",
+    "save_png",
+    "Sidecar",
+    "sidecar_path",
+    "errors",
+    "RuntimeInputError",
+    "ImageError",
+    "SidecarError",
+    "ModelError",
+    "BackendError",
+]

@@ -1,0 +1,52 @@
+"""Inference backends: run a preprocessed NCHW batch through an artifact.
+
+A backend takes a float32 (N, 3, H, W) batch and returns the contract outputs
+``{"prob": (N, 1, h, w), "score": (N, 1)}`` as float32 arrays.  ``open_backend``
+picks the backend from the artifact's suffix.  Heavy libraries (onnxruntime,
+TensorRT) are imported only when a backend is opened.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ..errors import BackendError
+
+__all__ = ["Backend", "open_backend", "ONNX_SUFFIXES", "TENSORRT_SUFFIXES"]
+
+ONNX_SUFFIXES = (".onnx",)
+TENSORRT_SUFFIXES = (".engine", ".plan")
+
+
+class Backend(Protocol):
+    """What the predictor needs from a backend."""
+
+    @property
+    def input_name(self) -> str: ...
+
+    @property
+    def input_shape(self) -> tuple: ...
+
+    @property
+    def providers(self) -> list[str]: ...
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+def open_backend(path: str | os.PathLike, providers: Sequence[str] | None = None) -> Backend:
+    """Open ``path`` with the backend for its suffix (``.onnx`` -> onnxruntime)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in ONNX_SUFFIXES:
+        from .ort_backend import OrtBackend
+
+        return OrtBackend(p, providers=providers)
+    if suffix in TENSORRT_SUFFIXES:
+        raise BackendError(f"model {p}: TensorRT engines need the gpu extra "
+                           "(tensorrt, cuda-python), which is not available in this build")
+    raise BackendError(f"model {p}: unknown artifact type {p.suffix or '(no suffix)'!r}; "
+                       f"expected one of {', '.join(ONNX_SUFFIXES + TENSORRT_SUFFIXES)}")

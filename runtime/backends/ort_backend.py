@@ -1,0 +1,127 @@
+"""onnxruntime backend: run an ONNX artifact on the best execution provider available.
+
+Provider preference: TensorRT, then CUDA, then CPU, restricted to what
+``onnxruntime.get_available_providers()`` offers; a caller may pass its own list.
+onnxruntime is imported when an ``OrtBackend`` is created, not when this module is.
+Named ``ort_backend`` so it never shadows the ``onnxruntime`` package.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import BackendError, ModelError
+
+__all__ = ["OrtBackend", "PREFERRED_PROVIDERS", "choose_providers"]
+
+PREFERRED_PROVIDERS = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "CPUExecutionProvider",
+)
+CONTRACT = ("prob", "score")
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def choose_providers(available: Sequence[str], requested: Sequence[str] | None = None) -> list[str]:
+    """Providers to use: ``requested`` (each must be available) or the preferred available ones."""
+    if requested is not None:
+        requested = list(requested)
+        missing = [p for p in requested if p not in available]
+        if not requested or missing:
+            raise BackendError(f"onnxruntime provider(s) {', '.join(missing) or '(none given)'} "
+                               f"not available; available: {', '.join(available)}")
+        return requested
+    chosen = [p for p in PREFERRED_PROVIDERS if p in available]
+    if not chosen:
+        raise BackendError("onnxruntime offers none of "
+                           f"{', '.join(PREFERRED_PROVIDERS)}; available: {', '.join(available)}")
+    return chosen
+
+
+class OrtBackend:
+    """An onnxruntime session over one ONNX file with the "prob"/"score" outputs."""
+
+    def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendError("onnxruntime is not installed; install the cpu or gpu extra") from None
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"model {self.path}: file not found")
+        chosen = choose_providers(ort.get_available_providers(), providers)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only; no provider-fallback chatter
+        try:
+            self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=chosen)
+        except Exception as e:  # onnxruntime raises its own pybind11 exception types
+            raise ModelError(f"model {self.path}: not a loadable ONNX model ({_one_line(e)})") from None
+
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelError(f"model {self.path}: expected one input, found "
+                             f"{', '.join(i.name for i in inputs) or 'none'}")
+        self._input = inputs[0]
+        names = [o.name for o in self._session.get_outputs()]
+        missing = [n for n in CONTRACT if n not in names]
+        if missing:
+            raise ModelError(f"model {self.path}: missing output(s) {', '.join(missing)} "
+                             f"(has {', '.join(names) or 'none'})")
+
+    @property
+    def input_name(self) -> str:
+        return self._input.name
+
+    @property
+    def input_shape(self) -> tuple:
+        """Input shape as the model declares it: ints, or str/None for dynamic dims."""
+        return tuple(self._input.shape)
+
+    @property
+    def providers(self) -> list[str]:
+        """Providers the session actually uses, in priority order."""
+        return list(self._session.get_providers())
+
+    @property
+    def fixed_batch(self) -> int | None:
+        b = self.input_shape[0] if self.input_shape else None
+        return b if isinstance(b, int) and b > 0 else None
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run a float32 (N, 3, H, W) batch; returns float32 "prob" (N,1,h,w) and "score" (N,1)."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.ndim != 4 or batch.shape[0] == 0:
+            raise ValueError(f"expected a non-empty (N, 3, H, W) batch, got {batch.shape}")
+        fixed = self.fixed_batch
+        if fixed is not None and batch.shape[0] != fixed:
+            if fixed != 1:
+                raise ModelError(f"model {self.path}: fixed batch size {fixed} "
+                                 f"cannot take a batch of {batch.shape[0]}")
+            parts = [self._run_once(batch[k : k + 1]) for k in range(batch.shape[0])]
+            return {n: np.concatenate([p[n] for p in parts], axis=0) for n in CONTRACT}
+        return self._run_once(batch)
+
+    def _run_once(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        try:
+            prob, score = self._session.run(list(CONTRACT), {self._input.name: batch})
+        except Exception as e:
+            raise ModelError(f"model {self.path}: inference failed ({_one_line(e)})") from None
+        prob = np.asarray(prob, dtype=np.float32)
+        score = np.asarray(score, dtype=np.float32)
+        n = batch.shape[0]
+        if prob.ndim != 4 or prob.shape[:2] != (n, 1):
+            raise ModelError(f"model {self.path}: output prob has shape {prob.shape}, "
+                             f"expected ({n}, 1, h, w)")
+        if score.shape != (n, 1):
+            raise ModelError(f"model {self.path}: output score has shape {score.shape}, "
+                             f"expected ({n}, 1)")
+        return {"prob": prob, "score": score}

@@ -1,0 +1,35 @@
+"""Error types raised by the inference runtime.
+
+Every error the runtime raises on purpose derives from RuntimeInputError, so a
+caller (the CLI, a server) can catch one class and show its one-line message.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "RuntimeInputError",
+    "ImageError",
+    "SidecarError",
+    "ModelError",
+    "BackendError",
+]
+
+
+class RuntimeInputError(ValueError):
+    """Base class: something handed to the runtime cannot be used."""
+
+
+class ImageError(RuntimeInputError):
+    """An input image is missing, unreadable, truncated or unsupported."""
+
+
+class SidecarError(RuntimeInputError):
+    """A model sidecar JSON is missing, malformed or of an unsupported version."""
+
+
+class ModelError(RuntimeInputError):
+    """A model artifact is missing, not loadable, or does not match its sidecar."""
+
+
+class BackendError(RuntimeInputError):
+    """No inference backend can run the artifact in this build."""

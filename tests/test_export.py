@@ -1,0 +1,187 @@
+"""ONNX export: the named rewrites keep outputs and leave their mark on the graph, the
+lint catches what TensorRT cannot take, every model exports with parity through the
+runtime, failures leave nothing behind, and each full-size model is exported once."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from export.checks import FORBIDDEN_OPS, check_model, lint
+from export.onnx import ExportError, export_model
+from export.rewrites import REWRITES, apply_rewrites
+from runtime import Predictor
+from runtime.sidecar import Sidecar, sidecar_path
+from train.models import build_model, get_spec, list_models
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ops(path):
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+@pytest.fixture(scope="module")
+def m2s_small_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("m2s") / "m2s.onnx"
+    return export_model("m2sformer", out, small=True)
+
+
+def test_rewrites_keep_outputs_and_report_changes():
+    torch.manual_seed(0)
+    model = build_model("m2sformer", small=True).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        before = model.predict(x)
+    changed = apply_rewrites(model)
+    with torch.no_grad():
+        after = model.predict(x)
+    assert changed["explicit_attention"] > 0 and changed["constant_dct"] == 1 and changed["where_difficulty"] == 1
+    for a, b in zip(before, after):
+        assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(KeyError):
+        apply_rewrites(model, ["no_such_rewrite"])
+
+
+def test_bayar_rewrite_leaves_a_plain_conv(tmp_path):
+    from train.models.blocks.filters import BayarConv
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.noise = BayarConv(3, 3, 5)
+
+        def forward(self, x):
+            return self.noise(x)
+
+    net = Net().eval()
+    x = torch.rand(1, 3, 16, 16)
+    ref = net(x)
+    assert REWRITES["bayar_plain_conv"].apply(net) == 1
+    assert isinstance(net.noise, torch.nn.Conv2d) and torch.allclose(net(x), ref, atol=1e-6)
+    torch.onnx.export(net, (x,), str(tmp_path / "b.onnx"), dynamo=False, opset_version=17)
+    graph = onnx.load(str(tmp_path / "b.onnx")).graph
+    assert [n.op_type for n in graph.node] == ["Conv"]
+    assert graph.node[0].input[1] in {init.name for init in graph.initializer}
+
+
+def test_small_export_graph_and_sidecar(m2s_small_export):
+    res = m2s_small_export
+    assert res.onnx_path.is_file() and res.sidecar_path == sidecar_path(res.onnx_path)
+    ops = _ops(res.onnx_path)
+    assert not ops & {"DFT", "STFT", "Attention", "If", "Loop"}
+    assert "Where" in ops  # the easy/hard choice
+    model = build_model("m2sformer", small=True)
+    n_attention = sum(1 for m in model.modules() if getattr(m, "fused_attn", None) is not None)
+    assert res.lint.attention_patterns == n_attention > 0
+    side = Sidecar.load(res.sidecar_path)
+    assert side.model == "m2sformer" and side.opset == 17
+    assert side.parity.passed and side.parity.max_abs_diff <= 1e-4
+    assert list(side.preprocess.mean) == pytest.approx(get_spec("m2sformer").mean)
+    assert side.checkpoint.sha256 == "random-init"
+
+
+def test_runtime_predicts_with_the_export(m2s_small_export):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (45, 70, 3), dtype=np.uint8)
+    pred = Predictor(m2s_small_export.onnx_path).predict(image)
+    assert pred.prob.shape == (45, 70) and pred.mask.shape == (45, 70)
+    assert 0.0 <= pred.score <= 1.0 and pred.prob.dtype == np.float32
+
+
+def test_dynamic_batch_export_runs_any_batch(tmp_path):
+    res = export_model("m2sformer", tmp_path / "dyn.onnx", small=True, batch="dynamic")
+    import onnxruntime as ort
+
+    torch.manual_seed(0)  # export_model seeds 0 before building
+    model = build_model("m2sformer", small=True).eval()
+    x = torch.rand(3, 3, 64, 64)
+    got = ort.InferenceSession(str(res.onnx_path)).run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        prob, score = model.predict(x)
+    assert got[0].shape == (3, 1, 64, 64)
+    assert np.abs(got[0] - prob.numpy()).max() <= 1e-4 and np.abs(got[1] - score.numpy()).max() <= 1e-4
+
+
+def test_failed_parity_leaves_nothing(tmp_path):
+    with pytest.raises(ExportError, match="parity failed"):
+        export_model("m2sformer", tmp_path / "x.onnx", small=True, tolerance=-1.0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_reports_bad_checkpoint_in_one_line(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    out = tmp_path / "o" / "m.onnx"
+    proc = subprocess.run([sys.executable, "-m", "export.onnx", "--model", "m2sformer", "--small",
+                           "--checkpoint", str(bad), "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and str(bad) in proc.stderr and "error:" in proc.stderr
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_cli_loads_a_checkpoint(tmp_path):
+    torch.manual_seed(3)
+    model = build_model("m2sformer", small=True)
+    ckpt = tmp_path / "m.pt"
+    torch.save({"model": model.state_dict()}, ckpt)
+    out = tmp_path / "m.onnx"
+    proc = subprocess.run([sys.executable, "-m", "export.onnx", "--model", "m2sformer", "--small",
+                           "--checkpoint", str(ckpt), "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "parity vs torch" in proc.stdout
+    side = Sidecar.load(sidecar_path(out))
+    assert side.checkpoint.sha256 != "random-init" and len(side.checkpoint.sha256) == 64
+
+
+def _graph(nodes, opset=17, inputs=("x",), outputs=("y",)):
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(i, TensorProto.FLOAT, [1, 4]) for i in inputs],
+                          [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_lint_flags_planted_problems():
+    dft = _graph([helper.make_node("DFT", ["x"], ["y"], name="planted_dft")], opset=20)
+    assert any("planted_dft" in p and "DFT" in p for p in lint(dft).problems)
+    attn = _graph([helper.make_node("Attention", ["x", "x", "x"], ["y"], name="planted_attention")], opset=23)
+    assert any("planted_attention" in p for p in lint(attn).problems)
+    custom = _graph([helper.make_node("Foo", ["x"], ["y"], name="planted_custom", domain="com.example")])
+    assert any("planted_custom" in p and "domain" in p for p in lint(custom).problems)
+    newer = _graph([helper.make_node("Gelu", ["x"], ["y"], name="planted_gelu")], opset=17)
+    assert any("planted_gelu" in p and "opset 17" in p for p in lint(newer).problems)
+    unscaled = _graph([helper.make_node("MatMul", ["x", "x"], ["s"]),
+                       helper.make_node("Softmax", ["s"], ["p"], name="planted_softmax"),
+                       helper.make_node("MatMul", ["p", "x"], ["y"])])
+    assert any("planted_softmax" in p and "scale" in p for p in lint(unscaled).problems)
+    assert lint(_graph([helper.make_node("Relu", ["x"], ["y"])])).ok
+    assert "DFT" in FORBIDDEN_OPS
+
+
+def test_check_model_rejects_a_broken_graph(tmp_path):
+    broken = _graph([helper.make_node("Relu", ["missing"], ["y"])])
+    path = tmp_path / "broken.onnx"
+    onnx.save(broken, str(path))
+    with pytest.raises(Exception):
+        check_model(path)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_small_export_has_parity(tmp_path, name):
+    res = export_model(name, tmp_path / f"{name}.onnx", small=True)
+    assert res.parity.passed and res.parity.max_abs_prob <= 1e-4
+    assert res.lint.ok and not _ops(res.onnx_path) & FORBIDDEN_OPS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_models())
+def test_full_size_export_once(tmp_path, name):
+    """Each full-size model at its paper input size: exported and parity-checked once."""
+    res = export_model(name, tmp_path / f"{name}.onnx")
+    assert res.parity.passed and res.lint.ok
+    side = Sidecar.load(res.sidecar_path)
+    size = get_spec(name).input_size
+    assert side.input.shape == [1, 3, size, size] or tuple(side.input.shape) == (1, 3, size, size)

@@ -1,0 +1,56 @@
+"""bench.profile: both counters agree with hand-computed MACs on plain layers, the report
+shows the published figures with the right percentage, and the CLI runs."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from bench.profile import Profile, count_macs, count_params, format_profile, profile
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.fc = nn.Linear(16, 4, bias=False)
+
+    def predict(self, x):
+        y = self.conv(x)  # (1, 8, 16, 16)
+        return self.fc(y)  # Linear over the last dim
+
+
+def test_counters_match_hand_count():
+    macs_conv = 8 * 3 * 3 * 3 * 16 * 16
+    macs_fc = 1 * 8 * 16 * 16 * 4
+    fv, tc = count_macs(ConvNet(), torch.rand(1, 3, 16, 16))
+    assert fv == macs_conv + macs_fc
+    assert tc == macs_conv + macs_fc
+    assert count_params(ConvNet()) == 8 * 3 * 9 + 16 * 4
+
+
+def test_profile_small_model_is_consistent():
+    prof = profile("m2sformer", small=True)
+    assert prof.input_size == 64 and prof.params_m > 0
+    assert prof.gflops == pytest.approx(2 * prof.gmacs_fvcore)
+    # torch's counter skips norm / upsample ops that fvcore counts
+    assert 0.8 * prof.gmacs_fvcore <= prof.gmacs_torch <= 1.01 * prof.gmacs_fvcore
+
+
+def test_report_states_the_difference_to_the_paper():
+    text = format_profile(Profile("m2sformer", 256, params_m=27.4 * 1.1, gmacs_fvcore=14.2 / 2, gmacs_torch=7.0))
+    assert "params 27.4 (+10.0%)" in text and "FLOPs 14.2 (-50.0%)" in text
+    assert "published figures do not match the published code" in text
+    other = format_profile(Profile("m2sformer", 64, 1.0, 0.1, 0.1))
+    assert "other sizes: [256]" in other
+
+
+def test_cli_small(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench.profile", "--model", "m2sformer", "--small"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "GMACs (fvcore)" in proc.stdout and "params" in proc.stdout

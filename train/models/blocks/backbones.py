@@ -1,0 +1,93 @@
+"""Backbone access: timm feature extractors and SegFormer MiT encoders (Hugging Face
+``transformers``), with the same pretrained-weights behaviour everywhere: off by default
+(no downloads); a user with the weights passes ``pretrained=True`` (timm) or a local path /
+hub id (MiT) on their own machine.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+import torch.nn as nn
+
+from .attention import scaled_attention
+
+# MiT-B0..B5 (Xie et al., 2021, Table 6): stage depths and widths; heads 1/2/5/8,
+# spatial-reduction ratios 8/4/2/1 and MLP ratio 4 are shared by all variants.
+MIT_VARIANTS: dict[str, dict[str, Any]] = {
+    "b0": {"depths": [2, 2, 2, 2], "hidden_sizes": [32, 64, 160, 256]},
+    "b1": {"depths": [2, 2, 2, 2], "hidden_sizes": [64, 128, 320, 512]},
+    "b2": {"depths": [3, 4, 6, 3], "hidden_sizes": [64, 128, 320, 512]},
+    "b3": {"depths": [3, 4, 18, 3], "hidden_sizes": [64, 128, 320, 512]},
+    "b4": {"depths": [3, 8, 27, 3], "hidden_sizes": [64, 128, 320, 512]},
+    "b5": {"depths": [3, 6, 40, 3], "hidden_sizes": [64, 128, 320, 512]},
+}
+
+EXPLICIT_ATTENTION = "iml_explicit"
+
+
+def _explicit_hf_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers attention interface: scale folded into Q, MatMul -> Softmax -> MatMul."""
+    if attention_mask is not None:
+        raise ValueError("the explicit attention path does not take an attention mask")
+    if scaling is not None and abs(scaling - query.shape[-1] ** -0.5) > 1e-12:
+        query = query * (scaling * query.shape[-1] ** 0.5)
+    out = scaled_attention(query, key, value, fused=False, dropout_p=dropout if module.training else 0.0)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register_hf_attention() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(EXPLICIT_ATTENTION, _explicit_hf_attention)
+
+
+def timm_features(name: str, pretrained: bool = False, out_indices: tuple[int, ...] = (0, 1, 2, 3),
+                  **kwargs: Any) -> nn.Module:
+    """A timm model as a multi-scale feature extractor (``features_only``)."""
+    return timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=out_indices, **kwargs)
+
+
+class MiTEncoder(nn.Module):
+    """SegFormer Mix-Transformer encoder from ``transformers``, exposed stage by stage.
+
+    ``variant`` is "b0".."b5" or a dict of SegformerConfig fields (small test configs).
+    ``pretrained`` is None (random init) or a local path / hub id of a SegFormer checkpoint
+    (ImageNet ``nvidia/mit-b3`` or ADE20K ``nvidia/segformer-b3-finetuned-ade-512-512``).
+    ``stage(i, x)`` runs stage ``i`` on an NCHW map and returns an NCHW map, so callers can
+    interleave work between stages (QMA-Net); ``forward`` returns all four stage maps.
+    """
+
+    def __init__(self, variant: str | dict[str, Any] = "b2", pretrained: str | None = None,
+                 in_channels: int = 3, drop_path_rate: float = 0.1) -> None:
+        super().__init__()
+        from transformers import SegformerConfig, SegformerModel
+
+        _register_hf_attention()
+        fields = MIT_VARIANTS[variant] if isinstance(variant, str) else dict(variant)
+        if pretrained:
+            model = SegformerModel.from_pretrained(pretrained)
+            if model.config.num_channels != in_channels:
+                raise ValueError(f"checkpoint {pretrained} expects {model.config.num_channels} input channels")
+        else:
+            config = SegformerConfig(num_channels=in_channels, drop_path_rate=drop_path_rate, **fields)
+            model = SegformerModel(config)
+        model.config._attn_implementation = "sdpa"
+        self.config = model.config
+        self.stages = model.stages
+        self.channels = list(model.config.hidden_sizes)
+        self.reductions = [4, 8, 16, 32]
+
+    def set_fused(self, fused: bool) -> None:
+        self.config._attn_implementation = "sdpa" if fused else EXPLICIT_ATTENTION
+
+    def stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self.stages[index](x)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
