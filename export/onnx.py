@@ -34,7 +34,7 @@ import torch.nn as nn
 from runtime.sidecar import Sidecar, sha256_file, sidecar_path
 from train.models import build_model, get_spec, list_models
 
-from .checks import LintReport, Parity, check_model, lint, parity
+from .verify import LintReport, Parity, check_model, lint, parity
 from .rewrites import apply_rewrites
 
 DEFAULT_OPSET = 17

@@ -11,7 +11,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from export.checks import FORBIDDEN_OPS, check_model, lint
+from export.verify import FORBIDDEN_OPS, check_model, lint
 from export.onnx import ExportError, export_model
 from export.rewrites import REWRITES, apply_rewrites
 from runtime import Predictor
