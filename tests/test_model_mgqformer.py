@@ -1,0 +1,254 @@
+"""MGQFormer (small config): output shapes, the cosine-similarity mask, SCAM equations, the
+training-only guiding path (point noise, GQT, auxiliary mask, loss-ready tokens) and its
+absence from predict, attention paths, export."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from train.models import build_model, get_spec
+from train.models.blocks.attention import set_fused_attention
+from train.models.mgqformer import SCAM, MGQFormer, point_noise
+
+SPEC = get_spec("mgqformer")
+S = SPEC.small_size
+
+
+def small(**options) -> MGQFormer:
+    torch.manual_seed(0)
+    return build_model("mgqformer", small=True, **options)
+
+
+def gt_masks(n: int, h: int = S, w: int = S) -> torch.Tensor:
+    g = torch.zeros(n, 1, h, w)
+    g[:, :, h // 4: h // 2, w // 4: 3 * w // 4] = 1.0
+    return g
+
+
+def test_forward_and_predict_shapes():
+    m = small().eval()
+    x = torch.rand(2, 3, S, S)
+    with torch.no_grad():
+        out = m(x)
+        prob, score = m.predict(x)
+    assert set(out) == {"logits", "mask"}
+    assert out["logits"].shape == (2, 2, S // 16, S // 16)
+    assert out["mask"].shape == (2, 2, S, S)
+    torch.testing.assert_close(out["mask"].sum(1), torch.ones(2, S, S))
+    assert prob.shape == (2, 1, S, S) and score.shape == (2, 1)
+    assert prob.min() >= 0 and prob.max() <= 1 and score.min() >= 0 and score.max() <= 1
+    torch.testing.assert_close(prob, out["mask"][:, 1:2])
+    torch.testing.assert_close(score, prob.flatten(1).amax(1, keepdim=True))
+
+
+def test_training_outputs_with_gt_mask():
+    m = small().train()
+    x = torch.rand(2, 3, S, S)
+    out = m(x, gt_masks(2))
+    dec = SPEC.small["dec_dim"]
+    expected = {"logits": (2, 2, S // 16, S // 16), "mask": (2, 2, S, S), "aux_logits": (2, 2, S // 16, S // 16),
+                "aux_mask": (2, 2, S, S), "lqt": (2, 2, dec), "gqt": (2, 2, dec), "noised_mask": (2, 1, S, S)}
+    assert {k: tuple(v.shape) for k, v in out.items()} == expected
+    assert set(expected) == set(SPEC.training_outputs)
+
+
+def test_non_square_input():
+    m = small(vit_kwargs={"depth": 2, "dynamic_img_size": True}).eval()
+    x = torch.rand(1, 3, S, S + 32)
+    with torch.no_grad():
+        out = m(x, gt_masks(1, S, S + 32))
+        prob, _ = m.predict(x)
+    assert out["logits"].shape == (1, 2, S // 16, (S + 32) // 16)
+    assert out["aux_mask"].shape == (1, 2, S, S + 32)
+    assert prob.shape == (1, 1, S, S + 32)
+
+
+def test_mask_is_scaled_cosine_similarity():
+    for scale in (1.0, 3.0):
+        m = small(logit_scale=scale).eval()
+        with torch.no_grad():
+            logits = m(torch.rand(2, 3, S, S))["logits"]
+        assert logits.abs().max() <= scale + 1e-5
+    # with the paper's scale 1 the forged probability is bounded by softmax(+-1)
+    m = small().eval()
+    with torch.no_grad():
+        prob, _ = m.predict(torch.rand(2, 3, S, S))
+    lo, hi = torch.sigmoid(torch.tensor(-2.0)), torch.sigmoid(torch.tensor(2.0))
+    assert prob.min() >= lo - 1e-6 and prob.max() <= hi + 1e-6
+    assert isinstance(small(learn_scale=True).logit_scale, torch.nn.Parameter)
+    assert "logit_scale" not in dict(m.named_parameters())
+
+
+def test_mask_logits_match_eq4():
+    m = small().eval()
+    x = torch.rand(1, 3, S, S)
+    with torch.no_grad():
+        z = m.features(x)
+        z_star, (q_star,) = m.decode(z, m.queries)
+        logits = m(x)["logits"]
+        a = m.proj_patch(z_star)[0]
+        b = m.proj_classes(q_star)[0]
+        cos = (a @ b.t()) / (a.norm(dim=1, keepdim=True) * b.norm(dim=1)[None])  # (hw, 2)
+    torch.testing.assert_close(logits[0].flatten(1).t(), cos, atol=1e-5, rtol=0)
+
+
+def test_scam_follows_eq1_to_3():
+    torch.manual_seed(0)
+    scam = SCAM(8).eval()
+    z = torch.randn(2, 8, 3, 5)
+    with torch.no_grad():
+        out = scam(z)
+        q, k, v = (p(z).flatten(2) for p in (scam.q, scam.k, scam.v))  # (N, c, hw)
+        hw, c = 15, 8
+        a_channel = torch.softmax(torch.einsum("nih,njh->nij", q, k) / hw ** 0.5, dim=-1)  # (c, c)
+        cam = torch.einsum("nij,njh->nih", a_channel, v).reshape(2, 8, 3, 5)
+        a_spatial = torch.softmax(torch.einsum("nch,ncg->nhg", q, k) / c ** 0.5, dim=-1)  # (hw, hw)
+        sam = torch.einsum("nhg,ncg->nch", a_spatial, v).reshape(2, 8, 3, 5)
+        expected = scam.proj_channel(cam) + scam.proj_spatial(sam) + z
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    unscaled = SCAM(8, scaled=False)
+    unscaled.load_state_dict(scam.state_dict())
+    with torch.no_grad():
+        assert (unscaled(z) - out).abs().max() > 1e-4
+
+
+def test_point_noise_flips_mu_fraction():
+    g = gt_masks(3, 40, 50)
+    noised = point_noise(g, 0.01)
+    flipped = (noised != g).flatten(1).sum(1)
+    assert torch.equal(flipped, torch.full((3,), 20))  # round(0.01 * 40 * 50)
+    assert set(noised.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(point_noise(g, 0.0), g)
+
+
+def test_noise_only_in_training():
+    x, g = torch.rand(1, 3, S, S), gt_masks(1)
+    m = small(noise_mu=0.05)
+    with torch.no_grad():
+        assert torch.equal(m.eval()(x, g)["noised_mask"], g)
+        assert (m.train()(x, g)["noised_mask"] != g).sum() == round(0.05 * S * S)
+
+
+def test_aux_mask_depends_on_gt():
+    m = small(noise_mu=0.0).eval()
+    x = torch.rand(1, 3, S, S)
+    with torch.no_grad():
+        a = m(x, gt_masks(1))["aux_logits"]
+        b = m(x, 1.0 - gt_masks(1))["aux_logits"]
+    assert (a - b).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("mode", ["joint", "separate"])
+def test_guide_mode(mode):
+    """"separate" keeps the LQT path exactly as at inference; "joint" lets GQT take part."""
+    m = small(guide_mode=mode).eval()
+    x = torch.rand(1, 3, S, S)
+    with torch.no_grad():
+        plain = m(x)["logits"]
+        guided = m(x, gt_masks(1))["logits"]
+    if mode == "separate":
+        torch.testing.assert_close(guided, plain)
+    else:
+        assert (guided - plain).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("mode", ["joint", "separate"])
+def test_losses_backpropagate_through_guiding_path(mode):
+    m = small(guide_mode=mode).train()
+    x, g = torch.rand(2, 3, S, S), gt_masks(2)
+    out = m(x, g)
+    target = g[:, 0].long()
+    l_loc = F.nll_loss(torch.log(out["mask"].clamp_min(1e-8)), target)
+    l_aux = F.nll_loss(torch.log(out["aux_mask"].clamp_min(1e-8)), target)
+    l_guide = (1 - F.cosine_similarity(out["lqt"], out["gqt"], dim=-1)).mean()
+    (l_loc + l_aux + 0.5 * l_guide).backward()
+    for name, p in m.guide.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    assert m.queries.grad.abs().sum() > 0 and torch.isfinite(m.queries.grad).all()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_guide_loss_alone_reaches_guide_and_queries():
+    m = small().train()
+    out = m(torch.rand(2, 3, S, S), gt_masks(2))
+    (1 - F.cosine_similarity(out["lqt"], out["gqt"], dim=-1)).mean().backward()
+    assert m.guide.embed.weight.grad.abs().sum() > 0
+    assert m.queries.grad.abs().sum() > 0
+
+
+def test_predict_never_runs_the_guiding_path():
+    m = small().eval()
+    calls = []
+    for name, module in m.guide.named_modules():
+        module.register_forward_hook(lambda mod, inp, out, name=name: calls.append(name))
+    x = torch.rand(1, 3, S, S)
+    with torch.no_grad():
+        m.predict(x)
+        m(x)
+    assert calls == []
+    with torch.no_grad():
+        m(x, gt_masks(1))
+    assert calls  # the hooks do fire when the path runs
+
+
+def test_fused_and_explicit_attention_agree():
+    m = small().eval()
+    x = torch.rand(2, 3, S, S)
+    n = set_fused_attention(m, True)
+    # 2 ViTs x 2 blocks (timm) + SCAM + 2 decoder layers (ours)
+    assert n == 2 * 2 + 1 + 2
+    with torch.no_grad():
+        fused = m(x, gt_masks(2))
+        p_fused, _ = m.predict(x)
+    set_fused_attention(m, False)
+    with torch.no_grad():
+        explicit = m(x, gt_masks(2))
+        p_explicit, _ = m.predict(x)
+    for key in fused:
+        torch.testing.assert_close(fused[key], explicit[key], atol=1e-5, rtol=0)
+    torch.testing.assert_close(p_fused, p_explicit, atol=1e-5, rtol=0)
+
+
+def test_spec():
+    assert SPEC.input_size == 384
+    assert SPEC.figures == ()
+    m = build_model("mgqformer", small=True)
+    assert m.rgb_encoder is not m.noise_encoder
+    assert MGQFormer.__init__.__defaults__[0] == "vit_base_patch16_384"
+
+
+def test_small_export_parity(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    m = small().eval()
+    set_fused_attention(m, False)
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.m = model
+
+        def forward(self, x):
+            return self.m.predict(x)
+
+    x = torch.rand(1, 3, S, S)
+    path = tmp_path / "mgq.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Wrap(m).eval(), (x,), str(path), dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=["prob", "score"])
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph)
+    assert not {n.op_type for n in graph.graph.node} & {"DFT", "STFT", "Attention", "If", "Loop"}
+    assert not [i.name for i in graph.graph.initializer if "guide" in i.name]
+    prob_o, score_o = ort.InferenceSession(str(path)).run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        prob, score = m.predict(x)
+    assert np.abs(prob_o - prob.numpy()).max() <= 1e-4
+    assert np.abs(score_o - score.numpy()).max() <= 1e-4
