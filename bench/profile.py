@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -45,6 +45,8 @@ class Profile:
     params_m: float
     gmacs_fvcore: float
     gmacs_torch: float
+    # top-level submodules: name -> (params M, fvcore GMACs); says which part holds the cost
+    components: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def gflops(self) -> float:
@@ -58,15 +60,33 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
-    """(fvcore MACs, torch FlopCounterMode MACs) of ``model.predict(x)``."""
+def count_macs(model: nn.Module, x: torch.Tensor, by_module: dict[str, float] | None = None) -> tuple[float, float]:
+    """(fvcore MACs, torch FlopCounterMode MACs) of ``model.predict(x)``; fills
+    ``by_module`` (when given) with fvcore MACs per top-level submodule of ``model``."""
     wrapper = _Predict(model).eval()
+    # FlopCounterMode's module tracker hooks tensors that require grad; a parameter passed
+    # as a module input (learned queries) trips it under no_grad, so freeze while counting.
+    requires = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        return _count(wrapper, x, model, by_module)
+    finally:
+        for p, flag in zip(model.parameters(), requires):
+            p.requires_grad_(flag)
+
+
+def _count(wrapper: nn.Module, x: torch.Tensor, model: nn.Module,
+           by_module: dict[str, float] | None) -> tuple[float, float]:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         analysis = FlopCountAnalysis(wrapper, (x,))
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         fv = float(analysis.total())
+        if by_module is not None:
+            per = analysis.by_module()
+            for name, _ in model.named_children():
+                by_module[name] = float(per.get(f"model.{name}", 0))
         with FlopCounterMode(display=False) as counter:
             wrapper(x)
     return fv, counter.get_total_flops() / 2.0
@@ -78,8 +98,11 @@ def profile(name: str, size: int | None = None, small: bool = False, **options: 
     torch.manual_seed(0)
     model = build_model(name, small=small, **options).eval()
     set_fused_attention(model, False)
-    fv, tc = count_macs(model, torch.rand(1, 3, size, size))
-    return Profile(spec.name, size, count_params(model) / 1e6, fv / 1e9, tc / 1e9)
+    per_module: dict[str, float] = {}
+    fv, tc = count_macs(model, torch.rand(1, 3, size, size), per_module)
+    components = {name: (count_params(child) / 1e6, per_module.get(name, 0.0) / 1e9)
+                  for name, child in model.named_children()}
+    return Profile(spec.name, size, count_params(model) / 1e6, fv / 1e9, tc / 1e9, components)
 
 
 def _delta(ours: float, paper: float | None) -> str:
@@ -97,6 +120,12 @@ def format_profile(prof: Profile) -> str:
         f"  GMACs (torch)   {prof.gmacs_torch:8.2f}    (FlopCounterMode / 2; skips norm/upsample ops)",
         f"  GFLOPs (2xMACs) {prof.gflops:8.2f}",
     ]
+    if prof.components:
+        lines.append("  by component (params M / fvcore GMACs; training-only parts show 0 GMACs):")
+        ranked = sorted(prof.components.items(), key=lambda kv: (kv[1][1], kv[1][0]), reverse=True)
+        for name, (params, gmacs) in ranked:
+            if params or gmacs:
+                lines.append(f"    {name:<24} {params:8.2f} M {gmacs:8.2f} G")
     figures = [f for f in spec.figures if f.input_size == prof.input_size]
     if figures:
         lines.append("  published figures (ours vs theirs, difference in % of theirs):")

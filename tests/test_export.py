@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
+from PIL import Image
 
 from export.verify import FORBIDDEN_OPS, check_model, lint
 from export.onnx import ExportError, export_model
@@ -170,10 +171,29 @@ def test_check_model_rejects_a_broken_graph(tmp_path):
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_every_model_small_export_has_parity(tmp_path, name):
+def test_every_model_small_export_has_parity_and_runs_in_the_runtime_cli(tmp_path, name):
     res = export_model(name, tmp_path / f"{name}.onnx", small=True)
     assert res.parity.passed and res.parity.max_abs_prob <= 1e-4
     assert res.lint.ok and not _ops(res.onnx_path) & FORBIDDEN_OPS
+    from bench.demo import demo_image
+
+    image_path = tmp_path / "generated.png"
+    Image.fromarray(demo_image(96, seed=2)[0]).save(image_path)
+    proc = subprocess.run([sys.executable, "-m", "runtime.predict", str(res.onnx_path), str(image_path),
+                           "--out", str(tmp_path / "pred")], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    mask = np.asarray(Image.open(tmp_path / "pred" / "generated_mask.png"))
+    assert mask.shape == (96, 96)
+    assert (tmp_path / "pred" / "generated_overlay.png").is_file()
+
+
+@pytest.mark.parametrize("branch", ["c3", "c4", "c5"])
+def test_transforensics_pruned_branch_exports_smaller(tmp_path, branch):
+    full = export_model("transforensics", tmp_path / "c2.onnx", small=True, variant="c2")
+    pruned = export_model("transforensics", tmp_path / f"{branch}.onnx", small=True, variant=branch)
+    assert pruned.parity.passed
+    assert pruned.onnx_path.stat().st_size < full.onnx_path.stat().st_size
+    assert sum(pruned.lint.op_counts.values()) < sum(full.lint.op_counts.values())
 
 
 @pytest.mark.slow

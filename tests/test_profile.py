@@ -39,6 +39,11 @@ def test_profile_small_model_is_consistent():
     assert prof.gflops == pytest.approx(2 * prof.gmacs_fvcore)
     # torch's counter skips norm / upsample ops that fvcore counts
     assert 0.8 * prof.gmacs_fvcore <= prof.gmacs_torch <= 1.01 * prof.gmacs_fvcore
+    # the component breakdown accounts for the whole model
+    assert sum(p for p, _ in prof.components.values()) == pytest.approx(prof.params_m, rel=1e-9)
+    parts = sum(g for _, g in prof.components.values())
+    assert 0.9 * prof.gmacs_fvcore <= parts <= prof.gmacs_fvcore * (1 + 1e-9)
+    assert "encoder" in prof.components and "by component" in format_profile(prof)
 
 
 def test_report_states_the_difference_to_the_paper():
