@@ -6,8 +6,9 @@ multiply-add = one "flop", i.e. MACs: the convention of the IML codebases that p
 counting script, and what the papers' "FLOPs" columns mean) and torch's
 ``FlopCounterMode`` (two per multiply-add; halved here to MACs). They differ where one
 counts ops the other skips (fvcore counts normalisation and upsampling, torch does not).
-FLOPs are reported as 2 x fvcore MACs. Attention is switched to its explicit MatMul form
-first, which both counters see (fvcore skips the fused SDPA kernel).
+FLOPs are reported as 2 x fvcore MACs. Attention stays fused (memory-friendly at large
+inputs); fvcore gets a handle for ``scaled_dot_product_attention`` that counts its two
+matrix products, as it counts them in the explicit MatMul form (tested).
 """
 from __future__ import annotations
 
@@ -26,7 +27,16 @@ from fvcore.nn import FlopCountAnalysis  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from train.models import build_model, get_spec, list_models  # noqa: E402
-from train.models.blocks.attention import set_fused_attention  # noqa: E402
+from fvcore.nn.jit_handles import get_shape  # noqa: E402
+from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop_count  # noqa: E402
+
+# torch's counter has formulas for the CUDA SDPA kernels but not for the CPU flash kernel
+# that F.scaled_dot_product_attention runs here; give it the same (FLOPs, 2 per MAC) formula.
+_CPU_SDPA = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+if _CPU_SDPA not in flop_registry:
+    @register_flop_formula(_CPU_SDPA)
+    def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
 class _Predict(nn.Module):
@@ -56,6 +66,18 @@ class Profile:
         return {**asdict(self), "gflops": self.gflops}
 
 
+def _sdpa_macs(inputs, outputs) -> int:
+    """fvcore handle: MACs of softmax(Q K^T) V, i.e. N*M*d for Q K^T plus N*M*dv for the
+    product with V, per batch and head (softmax and the scale are not counted, as in the
+    explicit form)."""
+    q, k, v = (get_shape(t) for t in inputs[:3])
+    lead = 1
+    for dim in q[:-2]:
+        lead *= dim
+    n, d, m, dv = q[-2], q[-1], k[-2], v[-1]
+    return lead * n * m * (d + dv)
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -79,7 +101,8 @@ def _count(wrapper: nn.Module, x: torch.Tensor, model: nn.Module,
            by_module: dict[str, float] | None) -> tuple[float, float]:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        analysis = FlopCountAnalysis(wrapper, (x,))
+        analysis = FlopCountAnalysis(wrapper, (x,)).set_op_handle(
+            "aten::scaled_dot_product_attention", _sdpa_macs)
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         fv = float(analysis.total())
@@ -97,7 +120,6 @@ def profile(name: str, size: int | None = None, small: bool = False, **options: 
     size = size or (spec.small_size if small else spec.input_size)
     torch.manual_seed(0)
     model = build_model(name, small=small, **options).eval()
-    set_fused_attention(model, False)
     per_module: dict[str, float] = {}
     fv, tc = count_macs(model, torch.rand(1, 3, size, size), per_module)
     components = {name: (count_params(child) / 1e6, per_module.get(name, 0.0) / 1e9)

@@ -33,6 +33,29 @@ def test_counters_match_hand_count():
     assert count_params(ConvNet()) == 8 * 3 * 9 + 16 * 4
 
 
+def test_fused_attention_is_counted_like_the_explicit_form():
+    from train.models.blocks.attention import MultiHeadAttention
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = MultiHeadAttention(32, heads=4)
+
+        def predict(self, x):
+            return self.attn(x.flatten(2).transpose(1, 2))
+
+    model = Attn().eval()
+    x = torch.rand(1, 32, 6, 7)
+    fused = count_macs(model, x)
+    model.attn.fused = False
+    explicit = count_macs(model, x)
+    n = 42
+    projections = 4 * n * 32 * 32
+    assert explicit[0] == projections + 2 * n * n * 32  # Q K^T and (attn) V
+    assert fused[0] == explicit[0]
+    assert fused[1] == explicit[1]
+
+
 def test_profile_small_model_is_consistent():
     prof = profile("m2sformer", small=True)
     assert prof.input_size == 64 and prof.params_m > 0
