@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import onnx
 import onnx.defs
+import onnx.numpy_helper
 import onnx.shape_inference
 
 # Ops a graph for TensorRT must not hold: DFT/STFT (no TensorRT support), the opset-23
@@ -23,10 +25,50 @@ class LintReport:
     op_counts: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     attention_patterns: int = 0  # Mul(Q)->MatMul->Softmax->MatMul chains
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+@dataclass
+class GraphIndex:
+    """What node rules need to know about the rest of the graph, built once per lint."""
+
+    model: onnx.ModelProto
+    opset: int
+    producers: dict[str, onnx.NodeProto]
+    consumers: dict[str, list[onnx.NodeProto]]
+    initializers: dict[str, onnx.TensorProto]
+
+    @classmethod
+    def build(cls, model: onnx.ModelProto) -> "GraphIndex":
+        graph = model.graph
+        return cls(model, default_opset(model), _producers(graph), _consumers(graph),
+                   {init.name: init for init in graph.initializer})
+
+    def is_constant(self, name: str) -> bool:
+        """True for a build-time constant: an initializer or the output of a Constant node."""
+        if name in self.initializers:
+            return True
+        node = self.producers.get(name)
+        return node is not None and node.op_type == "Constant"
+
+    def constant_value(self, name: str) -> np.ndarray | None:
+        """The value of a build-time constant, or None when ``name`` is computed at run time."""
+        if name in self.initializers:
+            return onnx.numpy_helper.to_array(self.initializers[name])
+        node = self.producers.get(name)
+        if node is not None and node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    return onnx.numpy_helper.to_array(attr.t)
+        return None
+
+
+#: A node rule: yields one problem message per violation (lint prefixes the node's name).
+NodeRule = Callable[[onnx.NodeProto, GraphIndex], Iterable[str]]
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -56,24 +98,29 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     return users
 
 
-def lint(model: onnx.ModelProto, opset: int | None = None) -> LintReport:
+def lint(model: onnx.ModelProto, opset: int | None = None, *,
+         forbidden: frozenset[str] = FORBIDDEN_OPS, rules: Sequence[NodeRule] = ()) -> LintReport:
     """Op lint: every node in the default domain and defined at the graph's opset, none of
-    ``FORBIDDEN_OPS``, and every Softmax between two MatMuls fed by a scaled Q (the
-    attention pattern TensorRT fuses)."""
+    ``forbidden`` (default ``FORBIDDEN_OPS``), and every Softmax between two MatMuls fed by
+    a scaled Q (the attention pattern TensorRT fuses). ``rules`` run on every default-domain
+    node in the same walk (e.g. a TensorRT version's op table, ``export.trt_support``)."""
     graph_opset = default_opset(model)
     report = LintReport(opset=graph_opset)
     if opset is not None and graph_opset != opset:
         report.problems.append(f"graph opset is {graph_opset}, expected {opset}")
-    producers, consumers = _producers(model.graph), _consumers(model.graph)
+    index = GraphIndex.build(model)
+    producers, consumers = index.producers, index.consumers
     for node in model.graph.node:
         report.op_counts[node.op_type] += 1
         label = node.name or node.op_type
         if node.domain not in ("", "ai.onnx"):
             report.problems.append(f"node {label}: op {node.domain}::{node.op_type} outside the default domain")
             continue
-        if node.op_type in FORBIDDEN_OPS:
+        if node.op_type in forbidden:
             report.problems.append(f"node {label}: op {node.op_type} is not allowed")
             continue
+        for rule in rules:
+            report.problems.extend(f"node {label}: {message}" for message in rule(node, index))
         try:
             onnx.defs.get_schema(node.op_type, max_inclusive_version=graph_opset, domain="")
         except onnx.defs.SchemaError:

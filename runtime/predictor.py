@@ -46,7 +46,8 @@ class Predictor:
     """Run one exported artifact on images.
 
     ``providers`` overrides the onnxruntime provider choice; ``threshold``
-    overrides the sidecar's mask threshold.
+    overrides the sidecar's mask threshold; ``stream`` is an embedding app's CUDA stream
+    handle (an int from pycuda, CuPy or torch) for a TensorRT engine.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class Predictor:
         model_path: str | os.PathLike,
         providers: Sequence[str] | None = None,
         threshold: float | None = None,
+        stream: int | None = None,
     ):
         path = Path(model_path)
         if not path.is_file():
@@ -78,7 +80,7 @@ class Predictor:
         self.path = path
         self.sidecar = sidecar
         self.threshold = float(sidecar.threshold if threshold is None else threshold)
-        self.backend: Backend = open_backend(path, providers=providers)
+        self.backend: Backend = open_backend(path, providers=providers, stream=stream)
 
         size = tuple(sidecar.preprocess.size)
         declared = tuple(self.backend.input_shape[2:4])

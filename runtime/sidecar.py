@@ -32,7 +32,8 @@ JSON keys (all required; ``to_dict`` always writes every one of them)::
     parity       null or {"reference": str, "max_abs_diff": float,
                           "tolerance": float, "passed": bool}
     created      ISO 8601 timestamp
-    extra        {str: any}      free-form (e.g. TensorRT build info)
+    extra        {str: any}      free-form; a TensorRT engine's sidecar holds its build
+                 info under extra["tensorrt"] (see :class:`TensorRTBuild`)
 
 Unknown keys (at the top level or inside the fixed sub-objects) are errors.
 Numbers must be finite: the file is strict JSON (no NaN / Infinity).
@@ -63,6 +64,7 @@ __all__ = [
     "OutputSpec",
     "CheckpointInfo",
     "ParityInfo",
+    "TensorRTBuild",
     "SidecarError",
     "sidecar_path",
     "sha256_file",
@@ -487,3 +489,105 @@ def _parse(d: Any, name: str) -> Sidecar:
                    outputs=tuple(outputs), variant=variant, threshold=threshold, opset=opset,
                    exporter=exporter, versions=versions, checkpoint=checkpoint, parity=parity,
                    created=created, extra=_json_dict(d["extra"], "extra"))
+
+
+# --------------------------------------------------------------------------- #
+# TensorRT build info (extra["tensorrt"] of an engine's sidecar)
+# --------------------------------------------------------------------------- #
+
+TENSORRT_EXTRA_KEY = "tensorrt"
+_TRT_KEYS = ("version", "gpu", "compute_capability", "precision", "strongly_typed", "builder_flags",
+             "profile", "workspace_mib", "build_seconds", "fp32_layers", "onnx")
+
+
+@dataclass(frozen=True)
+class TensorRTBuild:
+    """How an engine was built, written by ``export.tensorrt`` into ``extra["tensorrt"]``.
+
+    The runtime compares ``version`` and ``compute_capability`` (and ``gpu``) with the
+    machine before it deserializes the engine: an engine runs only with the TensorRT
+    version and the GPU architecture that built it.
+
+    JSON keys (all required)::
+
+        version             TensorRT version that built the engine, e.g. "10.3.0.30"
+        gpu                 GPU name, e.g. "Orin (nvgpu)"
+        compute_capability  "MAJOR.MINOR", e.g. "8.7"
+        precision           "fp32" | "fp16" | "int8"
+        strongly_typed      bool
+        builder_flags       [str]   tensorrt.BuilderFlag names set
+        profile             {"input": str, "min": [int], "opt": [int], "max": [int]}
+        workspace_mib       int
+        build_seconds       float
+        fp32_layers         int     layers held in FP32 by precision constraints
+        onnx                {"file": basename, "sha256": hex}   the ONNX it was built from
+    """
+
+    version: str
+    gpu: str
+    compute_capability: str
+    precision: str
+    strongly_typed: bool
+    profile: dict[str, Any]
+    workspace_mib: int
+    build_seconds: float
+    onnx_file: str
+    onnx_sha256: str
+    builder_flags: tuple[str, ...] = ()
+    fp32_layers: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "gpu": self.gpu, "compute_capability": self.compute_capability,
+                "precision": self.precision, "strongly_typed": self.strongly_typed,
+                "builder_flags": list(self.builder_flags), "profile": dict(self.profile),
+                "workspace_mib": self.workspace_mib, "build_seconds": float(self.build_seconds),
+                "fp32_layers": self.fp32_layers,
+                "onnx": {"file": self.onnx_file, "sha256": self.onnx_sha256}}
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str | os.PathLike | None = None) -> "TensorRTBuild":
+        name = str(source) if source is not None else "<dict>"
+        try:
+            return _parse_trt(d)
+        except _Invalid as e:
+            raise SidecarError(f"sidecar {name}: {e}") from None
+
+    @classmethod
+    def of(cls, sidecar: Sidecar, source: str | os.PathLike | None = None) -> "TensorRTBuild | None":
+        """The build info of ``sidecar`` (validated), or None when it has none."""
+        d = sidecar.extra.get(TENSORRT_EXTRA_KEY)
+        return None if d is None else cls.from_dict(d, source)
+
+
+def _parse_trt(d: Any) -> TensorRTBuild:
+    w = f"extra.{TENSORRT_EXTRA_KEY}"
+    d = _obj(d, w, _TRT_KEYS)
+    cc = _str(d["compute_capability"], f"{w}.compute_capability")
+    if not all(part.isdigit() for part in cc.split(".")) or cc.count(".") != 1:
+        raise _Invalid(f"{w}.compute_capability must be MAJOR.MINOR, got {cc!r}")
+    prof = _obj(d["profile"], f"{w}.profile", ("input", "min", "opt", "max"))
+    dims = {k: [_int(v, f"{w}.profile.{k}[{i}]", minimum=1) for i, v in enumerate(_list(prof[k], f"{w}.profile.{k}"))]
+            for k in ("min", "opt", "max")}
+    if not len(dims["min"]) == len(dims["opt"]) == len(dims["max"]):
+        raise _Invalid(f"{w}.profile min/opt/max must have the same rank")
+    if not all(a <= b <= c for a, b, c in zip(dims["min"], dims["opt"], dims["max"])):
+        raise _Invalid(f"{w}.profile must have min <= opt <= max in every dimension")
+    onnx_ref = _obj(d["onnx"], f"{w}.onnx", ("file", "sha256"))
+    flags = _list(d["builder_flags"], f"{w}.builder_flags")
+    seconds = _float(d["build_seconds"], f"{w}.build_seconds")
+    if seconds < 0:
+        raise _Invalid(f"{w}.build_seconds must be >= 0, got {seconds}")
+    return TensorRTBuild(
+        version=_str(d["version"], f"{w}.version"),
+        gpu=_str(d["gpu"], f"{w}.gpu"),
+        compute_capability=cc,
+        precision=_str(d["precision"], f"{w}.precision", allowed=("fp32", "fp16", "int8")),
+        strongly_typed=_bool(d["strongly_typed"], f"{w}.strongly_typed"),
+        profile={"input": _str(prof["input"], f"{w}.profile.input"), **dims},
+        workspace_mib=_int(d["workspace_mib"], f"{w}.workspace_mib", minimum=1),
+        build_seconds=seconds,
+        onnx_file=_str(onnx_ref["file"], f"{w}.onnx.file"),
+        onnx_sha256=_sha(onnx_ref["sha256"], f"{w}.onnx.sha256"),
+        builder_flags=tuple(_str(f, f"{w}.builder_flags[{i}]") for i, f in enumerate(flags)),
+        fp32_layers=_int(d["fp32_layers"], f"{w}.fp32_layers", minimum=0),
+    )

@@ -2,8 +2,9 @@
 
 A backend takes a float32 (N, 3, H, W) batch and returns the contract outputs
 ``{"prob": (N, 1, h, w), "score": (N, 1)}`` as float32 arrays.  ``open_backend``
-picks the backend from the artifact's suffix.  Heavy libraries (onnxruntime,
-TensorRT) are imported only when a backend is opened.
+picks the backend from the artifact's suffix (``.onnx`` -> ``ort_backend``,
+``.engine``/``.plan`` -> ``tensorrt_backend``).  Heavy libraries (onnxruntime,
+TensorRT, cuda-python) are imported only when a backend is opened.
 """
 
 from __future__ import annotations
@@ -37,16 +38,22 @@ class Backend(Protocol):
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
-def open_backend(path: str | os.PathLike, providers: Sequence[str] | None = None) -> Backend:
-    """Open ``path`` with the backend for its suffix (``.onnx`` -> onnxruntime)."""
+def open_backend(path: str | os.PathLike, providers: Sequence[str] | None = None, *,
+                 stream: int | None = None) -> Backend:
+    """Open ``path`` with the backend for its suffix: ``.onnx`` -> onnxruntime (TensorRT,
+    CUDA, CPU providers as available), ``.engine``/``.plan`` -> TensorRT through cuda-python.
+    ``stream`` is a caller's CUDA stream handle (an int) for a TensorRT engine."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in ONNX_SUFFIXES:
+        if stream is not None:
+            raise BackendError(f"model {p}: a CUDA stream handle applies to TensorRT engines, not to ONNX models")
         from .ort_backend import OrtBackend
 
         return OrtBackend(p, providers=providers)
     if suffix in TENSORRT_SUFFIXES:
-        raise BackendError(f"model {p}: TensorRT engines need the gpu extra "
-                           "(tensorrt, cuda-python), which is not available in this build")
+        from .tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(p, providers=providers, stream=stream)
     raise BackendError(f"model {p}: unknown artifact type {p.suffix or '(no suffix)'!r}; "
                        f"expected one of {', '.join(ONNX_SUFFIXES + TENSORRT_SUFFIXES)}")

@@ -1,0 +1,69 @@
+"""``python -m export.check MODEL.onnx --target trt10.3|trt10.16|trt11|all``: will TensorRT
+parse this graph? Lints it against the target's ONNX op table and restrictions
+(``export.trt_support``) on a machine without a GPU, before it reaches the device.
+
+Prints every problem with the node it concerns and exits 1 when a target has one; exits 2
+when the file is not a readable ONNX model.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import onnx
+
+from .trt_support import TARGETS, check_graph
+from .verify import LintReport
+
+
+def load_graph(path: str | Path) -> onnx.ModelProto:
+    """Load an ONNX file, raising ValueError with a one-line message when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found")
+    try:
+        onnx.checker.check_model(str(path))  # by path: also for graphs over 2 GiB (external data)
+        model = onnx.load(str(path))
+    except Exception as err:  # protobuf decode errors and checker errors have several types
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path}: not a valid ONNX model ({first})") from None
+    return model
+
+
+def format_report(path: Path, target: str, report: LintReport) -> list[str]:
+    t = TARGETS[target]
+    nodes = sum(report.op_counts.values())
+    head = (f"{path.name} vs {target} (TensorRT {t.version}, opsets {t.opset_min}-{t.opset_max}): "
+            f"opset {report.opset}, {nodes} nodes, {len(report.op_counts)} op types")
+    lines = [f"{head}: {'OK' if report.ok else f'{len(report.problems)} error(s)'}"]
+    lines += [f"  error: {p}" for p in report.problems]
+    lines += [f"  warning: {w}" for w in report.warnings]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.check", description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="ONNX file")
+    parser.add_argument("--target", action="append", choices=[*TARGETS, "all"],
+                        help="TensorRT target (repeatable; default: all)")
+    parser.add_argument("--sources", action="store_true", help="print where each target's table comes from")
+    args = parser.parse_args(argv)
+    targets = list(TARGETS) if not args.target or "all" in args.target else list(dict.fromkeys(args.target))
+    try:
+        model = load_graph(args.model)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    failed = False
+    for name in targets:
+        report = check_graph(model, name)
+        failed |= not report.ok
+        print("\n".join(format_report(Path(args.model), name, report)))
+        if args.sources:
+            print("\n".join(f"  source: {s}" for s in TARGETS[name].sources))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

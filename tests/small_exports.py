@@ -1,0 +1,35 @@
+"""Small-configuration ONNX exports shared by the precision test modules (test_precision,
+test_quantize): each registered model is exported once per test session, into a temporary
+folder removed at exit."""
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+from export.onnx import export_model
+
+
+@functools.lru_cache(maxsize=None)
+def _root() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="imlkit-small-exports-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
+@functools.lru_cache(maxsize=None)
+def small_export(name: str) -> Path:
+    """The FP32 ONNX (with its sidecar) of ``name``'s small configuration."""
+    folder = _root() / name
+    folder.mkdir()
+    return export_model(name, folder / f"{name}.onnx", small=True).onnx_path
+
+
+def fresh_copy(name: str, dest: Path) -> Path:
+    """A copy of the small export and its sidecar in ``dest`` (tests write beside it)."""
+    src = small_export(name)
+    for path in (src, src.with_name(src.name + ".json")):
+        shutil.copy(path, dest / path.name)
+    return dest / src.name
