@@ -133,6 +133,25 @@ def _delta(ours: float, paper: float | None) -> str:
     return f"{paper:g} ({100.0 * (ours - paper) / paper:+.1f}%)"
 
 
+def _gap(prof: Profile, fig, threshold: float = 0.10) -> str:
+    """Name the component holding most of the cost where ours and a figure differ by more
+    than ``threshold`` (relative)."""
+    if not prof.components:
+        return ""
+    off = [(what, ours, theirs) for what, ours, theirs in
+           (("params", prof.params_m, fig.params_m), ("GMACs", prof.gmacs_fvcore, fig.gflops))
+           if theirs and abs(ours - theirs) / theirs > threshold]
+    if not off:
+        return ""
+    parts = []
+    for what, ours, theirs in off:
+        index = 0 if what == "params" else 1
+        name, values = max(prof.components.items(), key=lambda kv: kv[1][index])
+        parts.append(f"{what} {ours:.2f} vs {theirs:g}: '{name}' alone holds {values[index]:.2f} "
+                     f"({100 * values[index] / ours:.0f}% of ours)")
+    return "gap: " + "; ".join(parts)
+
+
 def format_profile(prof: Profile) -> str:
     spec = get_spec(prof.model)
     lines = [
@@ -152,9 +171,15 @@ def format_profile(prof: Profile) -> str:
     if figures:
         lines.append("  published figures (ours vs theirs, difference in % of theirs):")
         for fig in figures:
+            if fig.params_m is None and fig.gflops is None:
+                lines.append(f"    {fig.source}: {fig.note}")
+                continue
             lines.append(f"    {fig.source}: params {_delta(prof.params_m, fig.params_m)} M, "
                          f"FLOPs {_delta(prof.gmacs_fvcore, fig.gflops)} G (as GMACs)"
                          + (f"  [{fig.note}]" if fig.note else ""))
+            gap = _gap(prof, fig)
+            if gap:
+                lines.append(f"      {gap}")
     elif spec.figures:
         lines.append(f"  published figures are at other sizes: {sorted({f.input_size for f in spec.figures})}")
     else:

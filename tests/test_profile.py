@@ -73,6 +73,10 @@ def test_report_states_the_difference_to_the_paper():
     text = format_profile(Profile("m2sformer", 256, params_m=27.4 * 1.1, gmacs_fvcore=14.2 / 2, gmacs_torch=7.0))
     assert "params 27.4 (+10.0%)" in text and "FLOPs 14.2 (-50.0%)" in text
     assert "published figures do not match the published code" in text
+    parts = format_profile(Profile("m2sformer", 256, 40.0, 10.0, 10.0,
+                                   components={"encoder": (30.0, 6.0), "decoder": (10.0, 4.0)}))
+    assert "gap: params 40.00 vs 27.4: 'encoder' alone holds 30.00 (75% of ours)" in parts
+    assert "GMACs 10.00 vs 14.2: 'encoder' alone holds 6.00 (60% of ours)" in parts
     other = format_profile(Profile("m2sformer", 64, 1.0, 0.1, 0.1))
     assert "other sizes: [256]" in other
 
