@@ -148,7 +148,7 @@ def _verify(engine_tmp: Path, side: Sidecar, onnx_path: Path, profile: ShapeProf
         got = backend.run(x)
     if not all(np.isfinite(got[k]).all() for k in ("prob", "score")):
         raise BuildError(f"the {precision} engine gives non-finite outputs (FP16 overflow?): keep the overflowing "
-                         "layers in FP32 (--fp32-nodes from python -m export.precision)")
+                         "layers in FP32 (--fp32-nodes from python -m export.fp16)")
     diff = max(float(np.abs(got[k] - ref[k]).max()) for k in ("prob", "score"))
     return ParityInfo(max_abs_diff=diff, tolerance=TOLERANCE[precision], passed=diff <= TOLERANCE[precision],
                       reference="onnxruntime-cpu")

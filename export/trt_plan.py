@@ -78,7 +78,7 @@ class BuildPlan:
 def _need_graph_precision(precision: str, graph: GraphPrecision, why: str) -> None:
     if precision == "fp16" and not graph.float16_tensors:
         raise PlanError(f"{why}: fp16 needs the mixed-precision ONNX (FP16 with FP32 islands, "
-                        "`python -m export.precision`); this graph has no FP16 tensors")
+                        "`python -m export.fp16`); this graph has no FP16 tensors")
     if precision == "int8" and not graph.qdq_nodes:
         raise PlanError(f"{why}: int8 needs the explicitly quantized Q/DQ ONNX "
                         "(`python -m export.quantize`); this graph has no QuantizeLinear/DequantizeLinear")
@@ -121,7 +121,7 @@ def plan_build(tensorrt: str, precision: str, graph: GraphPrecision, fp32_nodes:
         flags += ("OBEY_PRECISION_CONSTRAINTS",)
     else:
         notes.append("no FP32 islands given: LayerNorm / Softmax / attention may overflow FP16; pass the "
-                     "islands of `python -m export.precision` as --fp32-nodes")
+                     "islands of `python -m export.fp16` as --fp32-nodes")
     return BuildPlan(tensorrt, precision, False, flags, fp32_nodes, tuple(notes))
 
 
@@ -129,7 +129,7 @@ ISLANDS_SCHEMA = "iml-fp16-islands"  # the island list of ``export.precision``
 
 
 def load_fp32_nodes(path: str | Path) -> tuple[str, ...]:
-    """FP32 islands from a file: the island list ``python -m export.precision`` writes (its
+    """FP32 islands from a file: the island list ``python -m export.fp16`` writes (its
     TensorRT 10 layers: the islands minus the constant/shape arithmetic TensorRT folds), a
     JSON list of ONNX node names, a JSON object with a ``"fp32_nodes"`` (or ``"nodes"``)
     list of names, or plain text with one name per line."""

@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "typed fp16 build, MODEL.int8.onnx for int8)")
     parser.add_argument("--precision", choices=PRECISIONS, help="override the recipe's precision")
     parser.add_argument("--shapes", help="[NAME:]OPT or [NAME:]MIN,OPT,MAX, shapes NxCxHxW")
-    parser.add_argument("--fp32-nodes", help="FP32 islands for 10.x fp16: export.precision's island list, a JSON "
+    parser.add_argument("--fp32-nodes", help="FP32 islands for 10.x fp16: export.fp16's island list, a JSON "
                                              "list or text file of node names (default artifacts/MODEL.fp16.islands.json "
                                              "if present)")
     parser.add_argument("--out", help="output folder (default artifacts/trtexec/MODEL-TARGET)")
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         onnx_path = Path(args.onnx) if args.onnx else default_onnx
         if not onnx_path.is_file():
             raise PlanError(f"{onnx_path}: ONNX not found (python -m export.onnx --model {args.model}; "
-                            "export.precision / export.quantize write the .fp16 / .int8 graphs)")
+                            "export.fp16 / export.quantize write the .fp16 / .int8 graphs)")
         island_file = args.fp32_nodes or (default_islands if not args.onnx else None)
         islands = load_fp32_nodes(island_file) if island_file else ()
         job = plan_job(args.model, onnx_path, recipe, book, precision=args.precision, shapes=args.shapes,
