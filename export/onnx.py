@@ -13,7 +13,6 @@ the ONNX version converter.
 from __future__ import annotations
 
 import argparse
-import ast
 import hashlib
 import os
 import sys
@@ -32,6 +31,7 @@ import torch
 import torch.nn as nn
 
 from runtime.sidecar import Sidecar, sha256_file, sidecar_path
+from train.config import parse_assignments
 from train.models import build_model, get_spec, list_models
 
 from .verify import LintReport, Parity, check_model, lint, parity
@@ -83,19 +83,6 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> str:
         first = str(err).strip().splitlines()[0]
         raise ExportError(f"{path}: does not match the model ({first})") from None
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def parse_options(items: list[str]) -> dict[str, Any]:
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ExportError(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            options[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            options[key] = value
-    return options
 
 
 def export_model(name: str, out: str | Path, *, checkpoint: str | Path | None = None, size: int | None = None,
@@ -201,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res = export_model(args.model, out, checkpoint=args.checkpoint, size=args.size, batch=args.batch,
                            opset=args.opset, small=args.small, variant=args.variant,
-                           options=parse_options(args.options), tolerance=args.tolerance)
+                           options=parse_assignments(args.options, "--set"), tolerance=args.tolerance)
     except (ExportError, KeyError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

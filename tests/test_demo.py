@@ -18,12 +18,18 @@ def test_demo_image_is_deterministic_with_a_splice():
     assert 0.05 < mask.mean() < 0.5
 
 
-def test_demo_runs_end_to_end(tmp_path):
+def test_demo_trains_exports_and_predicts_held_out_images(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bench.demo", "--small", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "parity" in proc.stdout and "pass" in proc.stdout and "all steps passed" in proc.stdout
-    for name in ("m2sformer.onnx", "m2sformer.onnx.json", "demo_mask.png", "demo_overlay.png"):
+    out = proc.stdout
+    assert "parity" in out and "pass" in out and "all steps passed" in out
+    assert "held-out pixel F1 at 0.5" in out and "all-zero" in out and "all-one" in out
+    for name in ("m2sformer.onnx", "m2sformer.onnx.json", "heldout_predictions.png", "run/best.pt",
+                 "run/curves.png", "run/train_log.csv"):
         assert (tmp_path / name).is_file(), name
-    mask = np.asarray(Image.open(tmp_path / "demo_mask.png"))
-    assert mask.shape == (320, 320) and set(np.unique(mask)) <= {0, 255}
+    test_images = sorted((tmp_path / "data" / "test" / "Tp").iterdir())
+    masks = sorted((tmp_path / "heldout").glob("*_mask.png"))
+    assert len(masks) == len(test_images) == 6
+    mask = np.asarray(Image.open(masks[0]))
+    assert mask.shape == np.asarray(Image.open(test_images[0])).shape[:2] and set(np.unique(mask)) <= {0, 255}
