@@ -16,6 +16,7 @@ from export.verify import FORBIDDEN_OPS, check_model, lint
 from export.onnx import ExportError, export_model
 from export.rewrites import REWRITES, apply_rewrites
 from runtime import Predictor
+from small_exports import small_export
 from runtime.sidecar import Sidecar, sidecar_path
 from train.models import build_model, get_spec, list_models
 
@@ -172,14 +173,15 @@ def test_check_model_rejects_a_broken_graph(tmp_path):
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_small_export_has_parity_and_runs_in_the_runtime_cli(tmp_path, name):
-    res = export_model(name, tmp_path / f"{name}.onnx", small=True)
-    assert res.parity.passed and res.parity.max_abs_prob <= 1e-4
-    assert res.lint.ok and not _ops(res.onnx_path) & FORBIDDEN_OPS
+    onnx_path = small_export(name)  # export_model raises unless checker, lint and parity pass
+    side = Sidecar.load(sidecar_path(onnx_path))
+    assert side.parity.passed and side.parity.max_abs_diff <= 1e-4 and side.opset == 17
+    assert lint(onnx.load(str(onnx_path)), 17).ok and not _ops(onnx_path) & FORBIDDEN_OPS
     from bench.demo import demo_image
 
     image_path = tmp_path / "generated.png"
     Image.fromarray(demo_image(96, seed=2)[0]).save(image_path)
-    proc = subprocess.run([sys.executable, "-m", "runtime.predict", str(res.onnx_path), str(image_path),
+    proc = subprocess.run([sys.executable, "-m", "runtime.predict", str(onnx_path), str(image_path),
                            "--out", str(tmp_path / "pred")], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     mask = np.asarray(Image.open(tmp_path / "pred" / "generated_mask.png"))

@@ -3,13 +3,13 @@ training-only guiding path (point noise, GQT, auxiliary mask, loss-ready tokens)
 absence from predict, attention paths, export."""
 from __future__ import annotations
 
-import warnings
 
-import numpy as np
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
 
+from small_exports import small_export
 from train.models import build_model, get_spec
 from train.models.blocks.attention import set_fused_attention
 from train.models.mgqformer import SCAM, MGQFormer, point_noise
@@ -223,32 +223,9 @@ def test_spec():
     assert MGQFormer.__init__.__defaults__[0] == "vit_base_patch16_384"
 
 
-def test_small_export_parity(tmp_path):
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    m = small().eval()
-    set_fused_attention(m, False)
-
-    class Wrap(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.m = model
-
-        def forward(self, x):
-            return self.m.predict(x)
-
-    x = torch.rand(1, 3, S, S)
-    path = tmp_path / "mgq.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Wrap(m).eval(), (x,), str(path), dynamo=False, opset_version=17,
-                          input_names=["image"], output_names=["prob", "score"])
-    graph = onnx.load(str(path))
-    onnx.checker.check_model(graph)
-    assert not {n.op_type for n in graph.graph.node} & {"DFT", "STFT", "Attention", "If", "Loop"}
+def test_small_export_holds_no_guiding_path():
+    """The exported graph (parity checked by the exporter) carries none of the training-only
+    guiding path's weights."""
+    graph = onnx.load(str(small_export("mgqformer")))
     assert not [i.name for i in graph.graph.initializer if "guide" in i.name]
-    prob_o, score_o = ort.InferenceSession(str(path)).run(None, {"image": x.numpy()})
-    with torch.no_grad():
-        prob, score = m.predict(x)
-    assert np.abs(prob_o - prob.numpy()).max() <= 1e-4
-    assert np.abs(score_o - score.numpy()).max() <= 1e-4
+    assert {i.name for i in graph.graph.input} == {"image"}

@@ -2,13 +2,14 @@
 branch pruning, gradient flow through the threshold weights, attention paths, export."""
 from __future__ import annotations
 
-import warnings
 
-import numpy as np
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
 
+from small_exports import small_export
+from runtime.sidecar import Sidecar, sidecar_path
 from train.models import build_model, get_spec
 from train.models.blocks.attention import set_fused_attention
 from train.models.transforensics import BRANCHES, TransForensics
@@ -195,32 +196,10 @@ def test_spec_and_variants():
     assert cited and cited[0].input_size == 256
 
 
-def test_small_export_parity(tmp_path):
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    m = small(output_branch="c2").eval()
-    set_fused_attention(m, False)
-
-    class Wrap(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.m = model
-
-        def forward(self, x):
-            return self.m.predict(x)
-
-    x = torch.rand(1, 3, S, S)
-    path = tmp_path / "tf.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Wrap(m).eval(), (x,), str(path), dynamo=False, opset_version=17,
-                          input_names=["image"], output_names=["prob", "score"])
-    graph = onnx.load(str(path))
-    onnx.checker.check_model(graph)
-    ops = {n.op_type for n in graph.graph.node}
-    assert not ops & {"DFT", "STFT", "Attention", "If", "Loop"}
-    prob_o, score_o = ort.InferenceSession(str(path)).run(None, {"image": x.numpy()})
-    with torch.no_grad():
-        prob, score = m.predict(x)
-    assert np.abs(prob_o - prob.numpy()).max() <= 1e-4
-    assert np.abs(score_o - score.numpy()).max() <= 1e-4
+def test_small_export_is_the_c2_branch():
+    """The default export (parity checked by the exporter) is the full C2 model: it holds
+    the C2 projection and the 0.5-threshold fusion of every finer branch."""
+    graph = onnx.load(str(small_export("transforensics")))
+    ops = [n.op_type for n in graph.graph.node]
+    assert ops.count("Greater") == 3  # dense correction C5->C4->C3->C2
+    assert Sidecar.load(sidecar_path(small_export("transforensics"))).variant.get("output_branch", "c2") == "c2"

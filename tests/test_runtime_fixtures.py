@@ -21,7 +21,7 @@ from runtime.sidecar import (
     ArtifactInfo,
     CheckpointInfo,
     InputSpec,
-    OutputSpec,
+
     ParityInfo,
     PreprocessSpec,
     Sidecar,
