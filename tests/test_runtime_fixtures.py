@@ -21,7 +21,6 @@ from runtime.sidecar import (
     ArtifactInfo,
     CheckpointInfo,
     InputSpec,
-
     ParityInfo,
     PreprocessSpec,
     Sidecar,
