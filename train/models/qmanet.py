@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks.attention import EncoderLayer, FeedForward, MultiHeadAttention, scaled_attention
+from .blocks.attention import EncoderLayer, scaled_attention
 from .blocks.backbones import MiTEncoder
 from .blocks.convs import DnCNN, conv_bn_act
 from .blocks.filters import BayarConv, SRMConv
@@ -128,23 +128,6 @@ class DFCM(nn.Module):
         return rgb + self.align_back(from_noise), noise + from_rgb
 
 
-class CrossBlock(nn.Module):
-    """Transformer block whose attention reads another sequence: post-norm cross-attention
-    + feed-forward (the layout of ``EncoderLayer``, keys/values from ``memory``)."""
-
-    def __init__(self, dim: int, heads: int = 8, ffn: int = 2048, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.attn = MultiHeadAttention(dim, heads, attn_drop=dropout)
-        self.drop = nn.Dropout(dropout)
-        self.norm1 = nn.LayerNorm(dim)
-        self.ffn = FeedForward(dim, ffn, dropout)
-        self.norm2 = nn.LayerNorm(dim)
-
-    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x + self.drop(self.attn(x, memory, memory)))
-        return self.norm2(x + self.ffn(x))
-
-
 class MFAM(nn.Module):
     """Multi-domain Feature Aggregation Module (Eqs. 5-6): three transformer blocks, the
     queries cross-attend to the RGB tokens, then to the noise tokens, then self-attend.
@@ -154,13 +137,13 @@ class MFAM(nn.Module):
     def __init__(self, dim: int, heads: int = 8, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
         super().__init__()
         ffn = int(dim * mlp_ratio)
-        self.from_rgb = CrossBlock(dim, heads, ffn, dropout)
-        self.from_noise = CrossBlock(dim, heads, ffn, dropout)
+        self.from_rgb = EncoderLayer(dim, heads, ffn, dropout)  # cross-attention: memory=rgb
+        self.from_noise = EncoderLayer(dim, heads, ffn, dropout)  # cross-attention: memory=noise
         self.refine = EncoderLayer(dim, heads, ffn, dropout)
 
     def forward(self, queries: torch.Tensor, rgb: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        queries = self.from_rgb(queries, rgb.flatten(2).transpose(1, 2))
-        queries = self.from_noise(queries, noise.flatten(2).transpose(1, 2))
+        queries = self.from_rgb(queries, memory=rgb.flatten(2).transpose(1, 2))
+        queries = self.from_noise(queries, memory=noise.flatten(2).transpose(1, 2))
         return self.refine(queries)
 
 

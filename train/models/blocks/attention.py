@@ -67,7 +67,9 @@ class FeedForward(nn.Sequential):
 
 
 class EncoderLayer(nn.Module):
-    """DETR-style transformer encoder layer (post-norm); ``pos`` is added to queries and keys."""
+    """DETR-style transformer encoder layer (post-norm); ``pos`` is added to queries and keys.
+    With ``memory`` the attention reads keys and values from that sequence instead (a
+    cross-attention block of the same layout; ``pos`` then applies to the queries only)."""
 
     def __init__(self, dim: int, heads: int = 8, ffn: int = 2048, dropout: float = 0.1) -> None:
         super().__init__()
@@ -77,9 +79,11 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(dim, ffn, dropout)
         self.norm2 = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
-        qk = x if pos is None else x + pos
-        x = self.norm1(x + self.drop(self.attn(qk, qk, x)))
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None,
+                memory: torch.Tensor | None = None) -> torch.Tensor:
+        q = x if pos is None else x + pos
+        k, v = (q, x) if memory is None else (memory, memory)
+        x = self.norm1(x + self.drop(self.attn(q, k, v)))
         return self.norm2(x + self.ffn(x))
 
 
