@@ -21,5 +21,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Benchmarks (pytest-benchmark suites in bench/) and their report; options for the suites go
+# in BENCH_ARGS, e.g. make bench BENCH_ARGS="--models m2sformer,qmanet --backends torch,ort".
+bench: $(STAMP)
+	$(PY) -m pytest bench/ $(BENCH_ARGS) --benchmark-json=bench-out/latest.json && $(PY) -m bench.report --json bench-out/latest.json --out bench-out/
+
 clean:
 	rm -rf $(VENV) demo-out artifacts .pytest_cache

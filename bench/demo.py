@@ -5,7 +5,8 @@ photos scikit-image ships, plus authentic copies), trains the model's small conf
 on them for a few minutes on the CPU (``train.trainer``), exports the best checkpoint to
 ONNX with the rewrites, checks the graph and parity, predicts held-out generated images
 with the torch-free runtime and scores them against the all-zero and all-one masks,
-profiles params and MACs of the paper-size model against the paper, and prints one summary
+profiles params and MACs of the paper-size model against the paper, times the exported
+model on the runtime against PyTorch eager (``bench.quick``), and prints one summary
 table. Everything lands in ``--out`` (default ``demo-out/``): the training run (``run/``,
 with ``curves.png``), the ONNX model and sidecar, ``heldout_predictions.png`` and one
 mask / overlay PNG per held-out image in ``heldout/``.
@@ -34,6 +35,7 @@ from train.synth import generate
 from train.trainer import Trainer
 
 from .profile import format_profile, profile
+from .quick import quick_benchmark
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, str]] = []
-    steps = tqdm(total=4, desc="demo", unit="step", file=sys.stderr)
+    steps = tqdm(total=5, desc="demo", unit="step", file=sys.stderr)
 
     t0 = time.perf_counter()
     steps.set_postfix_str("synthetic data + training")
@@ -173,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     prof = profile(args.model, small=args.small)
     rows.append(("profile", f"{prof.params_m:.2f} M params, {prof.gmacs_fvcore:.2f} GMACs (fvcore), "
                  f"{prof.gmacs_torch:.2f} GMACs (torch) at {prof.input_size}", f"{time.perf_counter() - t:.1f} s"))
+    steps.update()
+
+    steps.set_postfix_str("benchmark")
+    rows += quick_benchmark(res.onnx_path, args.model, small=True)
     steps.update()
     steps.close()
 

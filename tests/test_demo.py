@@ -25,6 +25,7 @@ def test_demo_trains_exports_and_predicts_held_out_images(tmp_path):
     out = proc.stdout
     assert "parity" in out and "pass" in out and "all steps passed" in out
     assert "held-out pixel F1 at 0.5" in out and "all-zero" in out and "all-one" in out
+    assert "onnxruntime p50" in out and "make bench" in out  # the closing short benchmark
     for name in ("m2sformer.onnx", "m2sformer.onnx.json", "heldout_predictions.png", "run/best.pt",
                  "run/curves.png", "run/train_log.csv"):
         assert (tmp_path / name).is_file(), name

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from timm.models.pvt_v2 import Block as PvtBlock
 from timm.models.pvt_v2 import OverlapPatchEmbed
 
-from .blocks.backbones import timm_features
+from .blocks.backbones import MiTEncoder, timm_features
 from .blocks.convs import conv_bn_act
 from .blocks.dct import MultiSpectralAttention
 from .blocks.filters import Sobel
@@ -175,8 +175,11 @@ class M2SFormer(IMLModel):
 
     Args:
         encoder: timm feature extractor name (paper: ``pvt_v2_b2``; the backbone ablation
-            swaps it, any 4-stage timm model with ``features_only`` works).
-        pretrained: passed to timm (default False: no download).
+            swaps it, any timm model with ``features_only`` works: its last four feature
+            levels are used, e.g. ResNet-50's C2..C5), or ``"mit_b0"``..``"mit_b5"`` for
+            SegFormer's Mix Transformer (Table 7's MiT-B2 row; not in timm).
+        pretrained: passed to timm (default False: no download); for MiT, True loads the
+            ``nvidia/mit-bN`` ImageNet checkpoint.
         skip_channels: per-stage width in the M2S block (code: 64).
         m2s_size: spatial size the skip features are resized to for the fixed DCT basis
             (code: 32, fixed whatever the input size).
@@ -193,8 +196,13 @@ class M2SFormer(IMLModel):
                  decoder_channels: tuple[int, int, int] = (256, 128, 64), difficulty: str = "edge_mean",
                  difficulty_threshold: float = 0.5) -> None:
         super().__init__()
-        self.encoder = timm_features(encoder, pretrained=pretrained)
-        chans = self.encoder.feature_info.channels()
+        if encoder.startswith("mit_"):
+            variant = encoder[len("mit_"):]
+            self.encoder = MiTEncoder(variant, pretrained=f"nvidia/mit-{variant}" if pretrained else None)
+            chans = list(self.encoder.channels)
+        else:
+            self.encoder = timm_features(encoder, pretrained=pretrained, out_indices=(-4, -3, -2, -1))
+            chans = self.encoder.feature_info.channels()
         self.m2s = M2SBlock(chans, skip_channels, m2s_size, num_freqs, reduction, levels)
         c1, c2, c3 = decoder_channels
         self.decoder = nn.ModuleList([

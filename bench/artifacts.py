@@ -1,0 +1,148 @@
+"""The artifacts a benchmark run measures: ONNX exports made once per code version and kept
+in a cache folder, and precision variants (FP16 / INT8 ONNX, TensorRT engines) found in a
+folder the user names.
+
+An export is reused while its key holds: model, options, size, batch, opset and a
+fingerprint of the sources of ``train``, ``export`` and ``runtime`` (any edit there
+re-exports). Precision of an ONNX file is read from the graph itself (Q/DQ nodes: int8;
+float16 initializers or casts to float16: fp16; else fp32), of an engine from its sidecar.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+FINGERPRINT_PACKAGES = ("train", "export", "runtime")
+
+
+def code_fingerprint(root: Path = ROOT, packages: tuple[str, ...] = FINGERPRINT_PACKAGES) -> str:
+    """sha256 over the relative paths and contents of the packages' Python sources."""
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def artifact_stem(model: str, size: int, batch: int | str = 1, small: bool = False, variant: str | None = None) -> str:
+    parts = [model] + ([variant] if variant else []) + (["small"] if small else []) + [str(size), f"b{batch}"]
+    return "-".join(parts)
+
+
+class ExportFailed(RuntimeError):
+    """The export child failed; the message is one line."""
+
+
+def cached_export(model: str, cache_dir: str | Path, *, size: int, batch: int | str = 1, small: bool = False,
+                  variant: str | None = None, options: dict[str, Any] | None = None, opset: int | None = None,
+                  fingerprint: str | None = None, timeout: float | None = 3600) -> Path:
+    """The ONNX export of ``model`` in ``cache_dir``, made (and verified) by ``python -m
+    export.onnx`` in a child process unless a file with the same key is there already. The
+    child keeps the export's memory (tracing, the parity run of an explicit-attention graph)
+    out of the benchmark process; a failure raises ExportFailed with the CLI's message."""
+    from export.onnx import DEFAULT_OPSET
+    from runtime.sidecar import sidecar_path
+
+    opset = opset or DEFAULT_OPSET
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"{artifact_stem(model, size, batch, small, variant)}.onnx"
+    key = json.dumps({"model": model, "size": size, "batch": batch, "small": small, "variant": variant,
+                      "options": options or {}, "opset": opset,
+                      "code": fingerprint or code_fingerprint()}, sort_keys=True, default=str)
+    key_file = path.with_suffix(".key.json")
+    if path.is_file() and sidecar_path(path).is_file() and key_file.is_file() and key_file.read_text() == key:
+        return path
+    cmd = [sys.executable, "-m", "export.onnx", "--model", model, "--out", str(path), "--size", str(size),
+           "--batch", str(batch), "--opset", str(opset)]
+    cmd += (["--small"] if small else []) + (["--variant", variant] if variant else [])
+    for k, v in (options or {}).items():
+        cmd += ["--set", f"{k}={v!r}"]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ExportFailed(f"export of {model} at {size} timed out after {timeout:g} s") from None
+    if proc.returncode != 0:
+        lines = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}").splitlines()
+        reason = lines[-1] if proc.returncode > 0 else f"killed by signal {-proc.returncode} (out of memory?)"
+        raise ExportFailed(f"export of {model} at {size} failed: {reason}")
+    tmp = key_file.with_suffix(".tmp")
+    tmp.write_text(key)
+    os.replace(tmp, key_file)
+    return path
+
+
+def onnx_precision(path: str | Path) -> str:
+    """"int8", "fp16" or "fp32", read from the graph (not from the file name)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    ops = {node.op_type for node in graph.node}
+    if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger"}:
+        return "int8"
+    if any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer):
+        return "fp16"
+    for node in graph.node:
+        if node.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for a in node.attribute):
+            return "fp16"
+    return "fp32"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    model: str
+    kind: str  # "onnx" | "tensorrt"
+    precision: str
+    size: int
+
+    @property
+    def backend(self) -> str:
+        """The backend name this artifact is benchmarked under."""
+        return f"ort-{self.precision}" if self.kind == "onnx" else f"tensorrt-{self.precision}"
+
+
+def discover(folder: str | Path | None, models: list[str]) -> tuple[list[Artifact], list[str]]:
+    """Artifacts in ``folder`` for ``models``: reduced-precision ONNX (``export.fp16``,
+    ``export.quantize``) and TensorRT engines, each with its sidecar; FP32 ONNX files are
+    left out (the FP32 path is the run's own export). Returns (artifacts, problems), each
+    problem one line naming the file."""
+    from runtime.errors import SidecarError
+    from runtime.sidecar import Sidecar, TensorRTBuild, sidecar_path
+
+    if folder is None:
+        return [], []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return [], [f"{folder}: not a folder"]
+    found, problems = [], []
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in (".onnx", ".engine", ".plan"):
+            continue
+        if not sidecar_path(path).is_file():
+            problems.append(f"{path}: no sidecar {sidecar_path(path).name}")
+            continue
+        try:
+            side = Sidecar.load(sidecar_path(path))
+            if side.model not in models:
+                continue
+            if side.artifact.format == "onnx":
+                precision = onnx_precision(path)
+                if precision == "fp32":  # the FP32 ONNX is the run's own cached export
+                    continue
+            else:
+                build = TensorRTBuild.of(side, sidecar_path(path))
+                precision = build.precision if build else "fp32"
+        except (SidecarError, OSError, ValueError) as err:
+            problems.append(f"{path}: {str(err).splitlines()[0]}")
+            continue
+        found.append(Artifact(path, side.model, side.artifact.format, precision, int(side.preprocess.size[0])))
+    return found, problems

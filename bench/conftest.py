@@ -1,0 +1,312 @@
+"""pytest configuration of the benchmark suites (``pytest bench/ --benchmark-json OUT``).
+
+Options (all comma lists where plural):
+  --models NAMES        registered models to measure (default: all)
+  --backends NAMES      latency/memory backends (default: torch, compile, ort, ort-prepost and the
+                        GPU ones, which skip without a GPU; ort-fp16 / ort-int8 / tensorrt-* with --artifacts)
+  --small               the models' small test configurations at their small sizes (for tests)
+  --batches N,...       batch sweep sizes (default 2,4; batch 1 is the latency suite)
+  --sizes N,...         scaling sizes (default 256,384,512,768,1024; with --small: small size x1, x2)
+  --bench-time S        seconds of timed rounds per benchmark (default 5)
+  --min-rounds N        at least N timed rounds (default 3); --max-rounds N (default 30)
+  --slow S              a call slower than S seconds (default 15) gets --slow-rounds N (default 2)
+                        fixed rounds instead: minute-long inferences must fit the run's budget
+  --point-limit S       optional points (batch sweep, scaling, encoder ablation) are skipped when one
+                        inference is estimated to take longer than S seconds (default 8)
+  --bench-cache DIR     exports, profiles and the inductor cache, reused while the code is unchanged
+                        (default bench-out/cache)
+  --artifacts DIR       extra artifacts to benchmark: FP16 / INT8 ONNX, TensorRT engines (with sidecars)
+
+Every non-timing measurement (params and MACs, memory, import cost, scaling counts, the matmul
+peak) is a record in the session store; the ``pytest_benchmark_update_json`` hook writes the
+records into the benchmark JSON under "imlkit", so one file holds the whole run for
+``python -m bench.report``. Suites run in a fixed order (peak, profiles, latency, memory, then
+the optional sweeps) so later suites plan from measured latencies.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# read before anything imports torch (which may set it to its default): the user's own choice wins
+_USER_INDUCTOR_CACHE = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+
+from bench.artifacts import Artifact, ExportFailed, cached_export, code_fingerprint, discover  # noqa: E402
+from bench.backends import (CORE_BACKENDS, GPU_BACKENDS, ONNX_BACKENDS, TORCH_BACKENDS, Runner,  # noqa: E402
+                            make_runner, ort_providers, unavailable)
+from bench.papers import profile_points  # noqa: E402
+from bench.subject import Subject, cached_profile, meta_gmacs  # noqa: E402
+from bench.timing import Plan  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE_ORDER = ("test_peak", "test_profile", "test_latency", "test_memory", "test_variants", "test_ablation",
+               "test_batch_sweep", "test_scaling", "test_footprint")
+ASSUMED_EFFICIENCY = 0.25  # fraction of the matmul peak assumed when no latency was measured yet
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise pytest.UsageError(f"{option} expects comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise pytest.UsageError(f"{option} expects positive integers, got {text!r}")
+    return values
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("imlkit", "imlkit benchmark suites")
+    group.addoption("--models", default="", help="comma list of registered models (default: all)")
+    group.addoption("--backends", default="", help="comma list of backends (default: all core and GPU ones)")
+    group.addoption("--small", action="store_true", help="small test configurations at their small sizes")
+    group.addoption("--batches", default="2,4", help="batch sweep sizes (default 2,4)")
+    group.addoption("--sizes", default="", help="scaling input sizes (default 256,384,512,768,1024)")
+    group.addoption("--bench-time", type=float, default=5.0, help="seconds of timed rounds per benchmark")
+    group.addoption("--min-rounds", type=int, default=3, help="minimum timed rounds (default 3)")
+    group.addoption("--max-rounds", type=int, default=30, help="maximum timed rounds (default 30)")
+    group.addoption("--slow", type=float, default=15.0,
+                    help="a call slower than this many seconds gets --slow-rounds fixed rounds (default 15)")
+    group.addoption("--slow-rounds", type=int, default=2, help="timed rounds of a slow call (default 2)")
+    group.addoption("--point-limit", type=float, default=8.0,
+                    help="skip optional points whose single inference is estimated above this many seconds")
+    group.addoption("--bench-cache", default=str(ROOT / "bench-out" / "cache"), help="cache folder")
+    group.addoption("--artifacts", default=None, help="folder of extra artifacts (FP16/INT8 ONNX, engines)")
+
+
+@dataclass
+class Store:
+    """Session state: options, caches and the records that go into the JSON."""
+
+    models: list[str]
+    backends: list[str]
+    small: bool
+    batches: list[int]
+    sizes: list[int]
+    plan: Plan
+    point_limit: float
+    cache: Path
+    artifacts: list[Artifact]
+    artifact_problems: list[str]
+    fingerprint: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    latency: dict[tuple, float] = field(default_factory=dict)
+    _peak: Any = None
+    _gmacs: dict[Subject, float] = field(default_factory=dict)
+    _export_failures: dict[tuple, str] = field(default_factory=dict)
+    _session: Any = None  # ((path, providers), Predictor, seconds of one warm call or None)
+
+    def record(self, kind: str, **data: Any) -> dict[str, Any]:
+        rec = {"kind": kind, **data}
+        self.records.append(rec)
+        return rec
+
+    def export(self, subject: Subject, batch: int | str = 1) -> Path:
+        """The cached ONNX export; a failed export (e.g. out of memory in the child) is recorded
+        once, and this and every later test needing it skip with its message."""
+        key = (subject, batch)
+        if key not in self._export_failures:
+            try:
+                return cached_export(subject.model, self.cache, size=subject.size, batch=batch, small=subject.small,
+                                     variant=subject.variant, options=dict(subject.options) or None,
+                                     fingerprint=self.fingerprint)
+            except ExportFailed as err:
+                self._export_failures[key] = str(err)
+                self.record("export_failure", **subject.as_dict(), export_batch=str(batch), reason=str(err))
+        pytest.skip(self._export_failures[key])
+
+    def profile(self, subject: Subject) -> dict[str, Any]:
+        return cached_profile(subject, self.cache, self.fingerprint)
+
+    def peak(self):
+        if self._peak is None:
+            from bench.peak import matmul_peak
+
+            self._peak = matmul_peak()
+            self.record("peak", **self._peak.__dict__)
+        return self._peak
+
+    def gmacs(self, subject: Subject) -> float:
+        if subject not in self._gmacs:
+            self._gmacs[subject] = meta_gmacs(subject)
+        return self._gmacs[subject]
+
+    def estimate_s(self, subject: Subject, backend: str) -> float:
+        """Expected seconds of one inference: the measured batch-1 paper-size latency of the same
+        model and backend scaled by MACs, else MACs at ASSUMED_EFFICIENCY of the matmul peak."""
+        base = Subject(subject.model, Subject.paper(subject.model, subject.small).size, 1, subject.small,
+                       subject.variant, subject.options)
+        measured = self.latency.get((base, backend)) or self.latency.get((base, "torch"))
+        if measured is not None:
+            return measured * self.gmacs(subject) / max(self.gmacs(base), 1e-12)
+        return 2.0 * self.gmacs(subject) / (self.peak().gflops * ASSUMED_EFFICIENCY)
+
+    def skip_if_costly(self, subject: Subject, backend: str, what: str) -> float:
+        est = self.estimate_s(subject, backend)
+        if est > self.point_limit:
+            pytest.skip(f"{what}: one inference estimated at {est:.1f} s > --point-limit {self.point_limit:g} s")
+        return est
+
+    def runner(self, subject: Subject, backend: str, path: Path | None = None) -> Runner:
+        """A runner of ``subject`` on ``backend`` (artifact from ``path_for`` unless given). An
+        onnxruntime session is kept open between consecutive tests of the same file (``ort`` then
+        ``ort-prepost``), so the second needs no warm-up; any other runner closes it first
+        (a TransForensics session holds gigabytes)."""
+        path = self.path_for(subject, backend) if path is None else path
+        if backend.startswith("ort") and path is not None:
+            providers = tuple(ort_providers(backend))
+            cached = self._session
+            if cached is None or cached[0] != (path, providers):
+                self._session = None
+                from runtime.predictor import Predictor
+
+                cached = ((path, providers), Predictor(path, providers=list(providers)), None)
+            runner = make_runner(backend, subject, path, predictor=cached[1])
+            runner.warm_s = cached[2] if subject.batch == 1 else None
+            self._session = cached
+            return runner
+        self._session = None
+        return make_runner(backend, subject, path)
+
+    def close_session(self) -> None:
+        self._session = None
+
+    def ran(self, runner: Runner, subject: Subject, p50_s: float) -> None:
+        """Note a finished measurement: the open session is warm now (batch 1 timing known)."""
+        if self._session is not None and subject.batch == 1 and runner.backend.startswith("ort"):
+            self._session = (self._session[0], self._session[1], p50_s)
+
+    def artifact(self, model: str, backend: str) -> Artifact | None:
+        return next((a for a in self.artifacts if a.model == model and a.backend == backend), None)
+
+    def path_for(self, subject: Subject, backend: str) -> Path | None:
+        """The artifact ``backend`` runs for ``subject`` (None for torch backends), or a pytest
+        skip naming why the backend cannot run here."""
+        reason = unavailable(backend)
+        if reason:
+            pytest.skip(f"{backend}: {reason}")
+        if backend in TORCH_BACKENDS:
+            return None
+        if backend in ONNX_BACKENDS:
+            return self.export(subject)
+        artifact = self.artifact(subject.model, backend)
+        if artifact is None:
+            pytest.skip(f"no {backend} artifact for {subject.model} in --artifacts")
+        if artifact.size != subject.size:
+            pytest.skip(f"{artifact.path} is for {artifact.size} x {artifact.size}, not {subject.size}")
+        return artifact.path
+
+
+STORE_KEY = pytest.StashKey[Store]()
+
+
+def pytest_configure(config):
+    if not hasattr(config.option, "models"):
+        return
+    from train.models import list_models
+
+    known = list_models()
+    models = [m.strip().lower() for m in config.option.models.split(",") if m.strip()] or known
+    unknown = [m for m in models if m not in known]
+    if unknown:
+        raise pytest.UsageError(f"--models: unknown {', '.join(unknown)}; registered: {', '.join(known)}")
+    artifacts, problems = discover(config.option.artifacts, models)
+    extra = sorted({a.backend for a in artifacts})
+    allowed = list(CORE_BACKENDS) + list(GPU_BACKENDS) + extra
+    backends = [b.strip() for b in config.option.backends.split(",") if b.strip()] or allowed
+    bad = [b for b in backends if b not in allowed]
+    if bad:
+        raise pytest.UsageError(f"--backends: unknown {', '.join(bad)}; available: {', '.join(allowed)}")
+    small = config.option.small
+    sizes = _ints(config.option.sizes, "--sizes") if config.option.sizes else None
+    if sizes is None:
+        sizes = [64, 128] if small else [256, 384, 512, 768, 1024]
+    plan = Plan(config.option.bench_time, config.option.min_rounds, config.option.max_rounds,
+                slow_s=config.option.slow, slow_rounds=config.option.slow_rounds)
+    try:
+        plan.rounds(1.0)
+    except ValueError as err:
+        raise pytest.UsageError(f"--min-rounds/--max-rounds/--slow-rounds: {err}") from None
+    cache = Path(config.option.bench_cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = _USER_INDUCTOR_CACHE or str((cache / "inductor").resolve())
+    config.stash[STORE_KEY] = Store(models, backends, small, _ints(config.option.batches, "--batches"), sizes, plan,
+                                    config.option.point_limit, cache, artifacts, problems, code_fingerprint())
+
+
+@pytest.fixture(scope="session")
+def store(pytestconfig) -> Store:
+    return pytestconfig.stash[STORE_KEY]
+
+
+def pytest_generate_tests(metafunc):
+    store = metafunc.config.stash.get(STORE_KEY, None)
+    if store is None:
+        return
+    if "model" in metafunc.fixturenames:
+        metafunc.parametrize("model", store.models)
+    if "profile_point" in metafunc.fixturenames:
+        if store.small:
+            points = [Subject.paper(m, small=True) for m in store.models]
+        else:
+            points = [Subject(m, s) for m, s in profile_points() if m in store.models]
+        metafunc.parametrize("profile_point", points, ids=[f"{p.label}-{p.size}" for p in points])
+    if "variant_subject" in metafunc.fixturenames:
+        from train.models import get_spec
+
+        subjects = [Subject.paper(m, small=store.small, variant=v) for m in store.models
+                    for v in sorted(get_spec(m).variants)]
+        metafunc.parametrize("variant_subject", subjects, ids=[s.label for s in subjects])
+    if "sweep_batch" in metafunc.fixturenames:
+        metafunc.parametrize("sweep_batch", store.batches)
+    if "scaling_size" in metafunc.fixturenames:
+        metafunc.parametrize("scaling_size", store.sizes)
+    if "backend" in metafunc.fixturenames:
+        wanted = getattr(metafunc.module, "BACKENDS", None)
+        names = [b for b in store.backends if wanted is None or b in wanted or
+                 (("artifacts" in wanted) and b not in CORE_BACKENDS + GPU_BACKENDS)]
+        metafunc.parametrize("backend", names)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        stem = Path(str(item.fspath)).stem
+        return SUITE_ORDER.index(stem) if stem in SUITE_ORDER else len(SUITE_ORDER)
+
+    items.sort(key=rank)  # stable: keeps the parametrization order inside a suite
+
+
+def pytest_report_header(config):
+    store = config.stash.get(STORE_KEY, None)
+    if store is None:
+        return None
+    lines = [f"imlkit bench: models {', '.join(store.models)}; backends {', '.join(store.backends)}; "
+             f"small={store.small}; plan {store.plan}; cache {store.cache}"]
+    lines += [f"imlkit bench: skipped artifact {p}" for p in store.artifact_problems]
+    return lines
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    store = config.stash.get(STORE_KEY, None)
+    if store is None:
+        return
+    import numpy
+    import onnxruntime
+    import torch
+
+    output_json["imlkit"] = {
+        "schema": 1,
+        "models": store.models, "backends": store.backends, "small": store.small,
+        "plan": store.plan.__dict__, "point_limit": store.point_limit,
+        "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
+                     "onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__},
+        "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "code": store.fingerprint,
+        "artifact_problems": store.artifact_problems,
+        "records": store.records,
+    }

@@ -1,0 +1,114 @@
+"""What a benchmark measures: one model build (registry name, named variant, constructor
+options, small test configuration) at one input size and batch.
+
+Also the two ways its compute is counted here: ``bench.profile`` (fvcore MACs, the papers'
+convention; runs the model once, so results are cached per code version), and
+``meta_gmacs`` (torch ``FlopCounterMode`` on the meta device: no memory, no compute, any
+input size, which is how the scaling suite counts TransForensics at 1024 x 1024).
+Importing this module loads no torch (a fresh process measuring the runtime uses ``Subject``).
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Subject:
+    model: str
+    size: int
+    batch: int = 1
+    small: bool = False
+    variant: str | None = None
+    options: tuple[tuple[str, Any], ...] = field(default=())
+
+    @classmethod
+    def paper(cls, model: str, small: bool = False, batch: int = 1, variant: str | None = None,
+              **options: Any) -> "Subject":
+        """``model`` at its paper input size (the spec's small size when ``small``)."""
+        from train.models import get_spec
+
+        spec = get_spec(model)
+        return cls(model, spec.small_size if small else spec.input_size, batch, small, variant,
+                   tuple(sorted(options.items())))
+
+    @property
+    def label(self) -> str:
+        extra = ([self.variant] if self.variant else []) + [f"{k}={v}" for k, v in self.options]
+        return self.model + (f"[{','.join(extra)}]" if extra else "")
+
+    def build_options(self) -> dict[str, Any]:
+        """Constructor options: the variant's, then ``options``, then the input size for
+        models whose builder fixes it (an ``img_size`` argument, e.g. a ViT's position grid)."""
+        from train.models import get_spec
+
+        spec = get_spec(self.model)
+        if self.variant and self.variant not in spec.variants:
+            raise KeyError(f"model {self.model} has no variant {self.variant!r}; known: {sorted(spec.variants)}")
+        opts = {**(spec.variants[self.variant] if self.variant else {}), **dict(self.options)}
+        if "img_size" in inspect.signature(spec.builder).parameters and "img_size" not in opts:
+            opts["img_size"] = self.size
+        return opts
+
+    def build(self):
+        """The model in eval mode, seeded, on the CPU."""
+        import torch
+
+        from train.models import build_model
+
+        torch.manual_seed(SEED)
+        return build_model(self.model, small=self.small, **self.build_options()).eval()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Subject":
+        return cls(d["model"], int(d["size"]), int(d.get("batch", 1)), bool(d.get("small", False)),
+                   d.get("variant"), tuple(sorted(d.get("options", {}).items())))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "label": self.label, "size": self.size, "batch": self.batch,
+                "small": self.small, "variant": self.variant, "options": dict(self.options)}
+
+
+def meta_gmacs(subject: Subject) -> float:
+    """GMACs of ``predict`` per batch, counted by torch's FlopCounterMode (halved to MACs)
+    on the meta device with attention in its explicit MatMul form."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from train.models.blocks.attention import set_fused_attention
+
+    model = subject.build()
+    set_fused_attention(model, False)
+    model = model.to("meta").requires_grad_(False)
+    x = torch.empty(subject.batch, 3, subject.size, subject.size, device="meta")
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.predict(x)
+    return counter.get_total_flops() / 2e9
+
+
+def cached_profile(subject: Subject, cache_dir: str | Path, fingerprint: str) -> dict[str, Any]:
+    """``bench.profile.profile`` of the subject (params, fvcore and torch GMACs at batch 1),
+    cached in ``cache_dir`` under the code fingerprint."""
+    from .profile import profile
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = json.dumps({**subject.as_dict(), "batch": 1, "code": fingerprint}, sort_keys=True)
+    path = cache_dir / f"profile-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.get("key") == key:
+            return stored["profile"]
+    opts = subject.build_options()
+    prof = profile(subject.model, subject.size, subject.small, **opts).as_dict()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "profile": prof}))
+    os.replace(tmp, path)
+    return prof
