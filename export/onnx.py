@@ -91,9 +91,9 @@ def export_model(name: str, out: str | Path, *, checkpoint: str | Path | None = 
     """Export ``name`` to ``out`` (+ sidecar) and verify it; raises ExportError."""
     start = time.perf_counter()
     spec = get_spec(name)
-    opts = dict(spec.variants[variant]) if variant else {}
     if variant and variant not in spec.variants:
-        raise ExportError(f"model {name} has no variant {variant!r}")
+        raise ExportError(f"model {name} has no variant {variant!r}; known: {', '.join(sorted(spec.variants))}")
+    opts = dict(spec.variants[variant]) if variant else {}
     opts.update(options or {})
     size = size or (spec.small_size if small else spec.input_size)
     out = Path(out)
@@ -120,12 +120,16 @@ def export_model(name: str, out: str | Path, *, checkpoint: str | Path | None = 
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer notes on shape arithmetic; parity is checked below
-            torch.onnx.export(wrapper, (image,), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=["image"], output_names=["prob", "score"],
-                              dynamic_axes=dynamic, do_constant_folding=True)
-        graph = check_model(tmp)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer notes on shape arithmetic; parity is checked below
+                torch.onnx.export(wrapper, (image,), str(tmp), dynamo=False, opset_version=opset,
+                                  input_names=["image"], output_names=["prob", "score"],
+                                  dynamic_axes=dynamic, do_constant_folding=True)
+            graph = check_model(tmp)
+        except Exception as err:  # the tracer, exporter, checker and shape inference raise many types
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ExportError(f"{out}: export failed at opset {opset}: {type(err).__name__}: {first}") from None
         report = lint(graph, opset)
         if not report.ok:
             raise ExportError(f"{out}: graph lint failed: {report.problems[0]} ({len(report.problems)} problem(s))")

@@ -1,8 +1,9 @@
 """imlkit runtime: lean inference for exported image-manipulation-localization models.
 
-Depends only on numpy, pillow and onnxruntime (TensorRT optional, later); it
-never imports torch or the train/export/bench packages.  onnxruntime itself is
-imported only when a model is opened, so ``import runtime`` stays cheap.
+Depends only on numpy, pillow and onnxruntime (TensorRT and cuda-python for engines,
+optional; tqdm for the CLI's progress bar); it never imports torch or the train/export/bench
+packages.  onnxruntime itself is imported only when a model is opened, so ``import runtime``
+stays cheap.
 
     from runtime import Predictor
     pred = Predictor("model.onnx").predict("photo.jpg")

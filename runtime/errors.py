@@ -7,6 +7,7 @@ caller (the CLI, a server) can catch one class and show its one-line message.
 from __future__ import annotations
 
 __all__ = [
+    "one_line",
     "RuntimeInputError",
     "ImageError",
     "SidecarError",
@@ -33,3 +34,10 @@ class ModelError(RuntimeInputError):
 
 class BackendError(RuntimeInputError):
     """No inference backend can run the artifact in this build."""
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (whitespace collapsed, at most ``limit`` chars),
+    or its type name when it has none: what goes inside our one-line errors."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

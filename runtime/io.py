@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_write
-from .errors import ImageError
+from .errors import ImageError, one_line
 
 __all__ = ["MIN_SIDE", "ImageSource", "load_image", "save_png", "source_name"]
 
@@ -108,7 +108,7 @@ def _open(path: Path, name: str) -> Image.Image:
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as e:
-        raise ImageError(f"image {name}: cannot read ({_one_line(e)})") from None
+        raise ImageError(f"image {name}: cannot read ({one_line(e)})") from None
     if not data:
         raise ImageError(f"image {name}: file is empty (0 bytes)")
     try:
@@ -116,9 +116,9 @@ def _open(path: Path, name: str) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageError(f"image {name}: not an image (format not recognised)") from None
     except Image.DecompressionBombError as e:
-        raise ImageError(f"image {name}: too large to decode ({_one_line(e)})") from None
+        raise ImageError(f"image {name}: too large to decode ({one_line(e)})") from None
     except _DECODE_ERRORS as e:
-        raise ImageError(f"image {name}: corrupt image header ({_one_line(e)})") from None
+        raise ImageError(f"image {name}: corrupt image header ({one_line(e)})") from None
     return _decode(img, name)
 
 
@@ -130,10 +130,10 @@ def _decode(img: Image.Image, name: str) -> Image.Image:
         try:
             img.load()
         except Image.DecompressionBombError as e:
-            raise ImageError(f"image {name}: too large to decode ({_one_line(e)})") from None
+            raise ImageError(f"image {name}: too large to decode ({one_line(e)})") from None
         except _DECODE_ERRORS as e:
             raise ImageError(f"image {name}: truncated or corrupt image data "
-                             f"({_one_line(e)})") from None
+                             f"({one_line(e)})") from None
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = previous
     return img
@@ -168,7 +168,7 @@ def _pil_to_rgb(img: Image.Image, name: str) -> np.ndarray:
         return np.array(img.convert("RGB"), dtype=np.uint8)
     except (ValueError, OSError) as e:
         raise ImageError(f"image {name}: unsupported colour mode {mode} "
-                         f"({_one_line(e)})") from None
+                         f"({one_line(e)})") from None
 
 
 # --------------------------------------------------------------------------- #
@@ -231,7 +231,3 @@ def _check_size(h: int, w: int, name: str) -> None:
     if h < MIN_SIDE or w < MIN_SIDE:
         raise ImageError(f"image {name}: image is too small ({w}x{h} pixels, "
                          f"minimum is {MIN_SIDE}x{MIN_SIDE})")
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__

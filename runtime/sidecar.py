@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .atomic import atomic_write_bytes
-from .errors import SidecarError
+from .errors import SidecarError, one_line
 
 __all__ = [
     "SCHEMA",
@@ -255,11 +255,11 @@ class Sidecar:
         except FileNotFoundError:
             raise SidecarError(f"sidecar {path} not found") from None
         except (OSError, UnicodeDecodeError) as e:
-            raise SidecarError(f"sidecar {path}: cannot read ({_one_line(e)})") from None
+            raise SidecarError(f"sidecar {path}: cannot read ({one_line(e)})") from None
         try:
             d = json.loads(text, parse_constant=_reject_constant)
         except ValueError as e:
-            raise SidecarError(f"sidecar {path}: not valid JSON ({_one_line(e)})") from None
+            raise SidecarError(f"sidecar {path}: not valid JSON ({one_line(e)})") from None
         return cls.from_dict(d, source=path)
 
 
@@ -270,10 +270,6 @@ class Sidecar:
 
 class _Invalid(Exception):
     pass
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _reject_constant(name: str) -> Any:
@@ -358,7 +354,7 @@ def _json_dict(v: Any, where: str) -> dict[str, Any]:
     try:
         json.dumps(v, allow_nan=False)
     except (TypeError, ValueError) as e:
-        raise _Invalid(f"{where} is not plain JSON ({_one_line(e)})") from None
+        raise _Invalid(f"{where} is not plain JSON ({one_line(e)})") from None
     return dict(v)
 
 

@@ -139,3 +139,11 @@ def test_set_fused_attention_switches_timm_modules():
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32)
     assert set_fused_attention(vit, False) == len(vit.blocks)
     assert all(not blk.attn.fused_attn for blk in vit.blocks)
+
+
+def test_sobel_curvature_is_finite_for_half_precision_input():
+    x = torch.zeros(1, 1, 12, 12)
+    x[..., 6:] = 1.0  # a step: flat regions on both sides
+    k = Sobel().curvature(x.half())
+    assert k.dtype == torch.float32 and torch.isfinite(k).all()
+    assert torch.allclose(k, Sobel().curvature(x))

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import BackendError, ModelError
+from ..errors import BackendError, ModelError, one_line
 
 __all__ = ["OrtBackend", "PREFERRED_PROVIDERS", "choose_providers"]
 
@@ -24,11 +24,6 @@ PREFERRED_PROVIDERS = (
     "CPUExecutionProvider",
 )
 CONTRACT = ("prob", "score")
-
-
-def _one_line(e: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def choose_providers(available: Sequence[str], requested: Sequence[str] | None = None) -> list[str]:
@@ -64,7 +59,7 @@ class OrtBackend:
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=chosen)
         except Exception as e:  # onnxruntime raises its own pybind11 exception types
-            raise ModelError(f"model {self.path}: not a loadable ONNX model ({_one_line(e)})") from None
+            raise ModelError(f"model {self.path}: not a loadable ONNX model ({one_line(e)})") from None
 
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
@@ -114,7 +109,7 @@ class OrtBackend:
         try:
             prob, score = self._session.run(list(CONTRACT), {self._input.name: batch})
         except Exception as e:
-            raise ModelError(f"model {self.path}: inference failed ({_one_line(e)})") from None
+            raise ModelError(f"model {self.path}: inference failed ({one_line(e)})") from None
         prob = np.asarray(prob, dtype=np.float32)
         score = np.asarray(score, dtype=np.float32)
         n = batch.shape[0]

@@ -73,11 +73,6 @@ def engine_compatibility(build: TensorRTBuild, trt_version: str, gpu: GpuInfo) -
     return errors, notes
 
 
-def _one_line(e: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _import_tensorrt(where: str) -> Any:
     try:
         import tensorrt as trt
@@ -233,6 +228,7 @@ class TensorRTBackend:
         ptr, size = self._buffers.get(name, (0, 0))
         if size < nbytes:
             if ptr:
+                del self._buffers[name]  # never freed twice, even if the new allocation fails
                 self._cuda("cudaFree", self._cuda.rt.cudaFree(ptr))
             ptr = int(self._cuda("cudaMalloc", self._cuda.rt.cudaMalloc(max(nbytes, 1))))
             self._buffers[name] = (ptr, nbytes)

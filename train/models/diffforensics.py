@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks.backbones import MiTEncoder
+from .blocks.backbones import SMALL_MIT, MiTEncoder
 from .blocks.convs import conv_bn_act
 from .blocks.heads import IMLModel
 from .blocks.posenc import timestep_embedding
@@ -214,7 +214,6 @@ class DiffForensics(IMLModel):
         return torch.sigmoid(mask), torch.sigmoid(cls)
 
 
-SMALL_MIT = {"depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128], "num_attention_heads": [1, 2, 2, 4]}
 
 register(ModelSpec(
     name="diffforensics",

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks.attention import EncoderLayer, scaled_attention
-from .blocks.backbones import MiTEncoder
+from .blocks.backbones import SMALL_MIT, MiTEncoder
 from .blocks.convs import DnCNN, conv_bn_act
 from .blocks.filters import BayarConv, SRMConv
 from .blocks.heads import IMLModel, score_from_map
@@ -259,7 +259,6 @@ class QMANet(IMLModel):
         return prob, score_from_map(prob)
 
 
-SMALL_MIT = {"depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128], "num_attention_heads": [1, 2, 2, 4]}
 
 register(ModelSpec(
     name="qmanet",

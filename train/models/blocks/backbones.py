@@ -24,6 +24,11 @@ MIT_VARIANTS: dict[str, dict[str, Any]] = {
     "b5": {"depths": [3, 6, 40, 3], "hidden_sizes": [64, 128, 320, 512]},
 }
 
+# The small test configurations' MiT: MiT's topology (4 stages, overlapping patch
+# embeddings, spatial-reduction attention) at one block per stage and narrow widths.
+SMALL_MIT: dict[str, Any] = {"depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128],
+                             "num_attention_heads": [1, 2, 2, 4]}
+
 EXPLICIT_ATTENTION = "iml_explicit"
 
 

@@ -38,12 +38,18 @@ class Sobel(nn.Module):
 
     def curvature(self, x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
         """Curvature of the level sets of ``x`` from Sobel first and second derivatives:
-        k = (fx^2 fyy - 2 fx fy fxy + fy^2 fxx) / ((fx^2 + fy^2)^1.5 + eps)."""
-        fx, fy = self.gradients(x)
-        fxx, fxy = self.gradients(fx)
-        _, fyy = self.gradients(fy)
-        num = fx * fx * fyy - 2.0 * fx * fy * fxy + fy * fy * fxx
-        return num / ((fx * fx + fy * fy) ** 1.5 + eps)
+        k = (fx^2 fyy - 2 fx fy fxy + fy^2 fxx) / ((fx^2 + fy^2)^1.5 + eps).
+
+        Always computed in at least float32, autocast off: in float16 ``eps`` rounds to 0
+        and flat regions would give 0/0 = NaN."""
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            fx, fy = self.gradients(x)
+            fxx, fxy = self.gradients(fx)
+            _, fyy = self.gradients(fy)
+            num = fx * fx * fyy - 2.0 * fx * fy * fxy + fy * fy * fxx
+            return num / ((fx * fx + fy * fy) ** 1.5 + eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.magnitude(x)
