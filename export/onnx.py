@@ -13,7 +13,6 @@ the ONNX version converter.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from runtime.sidecar import Sidecar, sha256_file, sidecar_path
+from train.checkpoint import CheckpointError, load_checkpoint, load_weights
 from train.config import parse_assignments
 from train.models import build_model, get_spec, list_models
 
@@ -65,25 +65,6 @@ class ExportResult:
     seconds: float
 
 
-def load_checkpoint(model: nn.Module, path: str | Path) -> str:
-    """Load a state dict (bare, or under "model" / "state_dict") strictly; returns sha256."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a bad file
-        raise ExportError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__})") from None
-    if isinstance(state, dict):
-        state = state.get("model", state.get("state_dict", state))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise ExportError(f"{path}: does not match the model ({first})") from None
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def export_model(name: str, out: str | Path, *, checkpoint: str | Path | None = None, size: int | None = None,
                  batch: int | str = 1, opset: int = DEFAULT_OPSET, small: bool = False,
                  variant: str | None = None, options: dict[str, Any] | None = None,
@@ -101,7 +82,13 @@ def export_model(name: str, out: str | Path, *, checkpoint: str | Path | None = 
 
     torch.manual_seed(seed)
     model = build_model(name, small=small, **opts).eval()
-    ckpt_sha = load_checkpoint(model, checkpoint) if checkpoint else "random-init"
+    ckpt_sha = "random-init"
+    if checkpoint:
+        try:
+            load_weights(model, load_checkpoint(checkpoint)["model"], checkpoint)
+        except CheckpointError as err:
+            raise ExportError(str(err)) from None
+        ckpt_sha = sha256_file(checkpoint)
     rewrites = apply_rewrites(model)
     wrapper = ContractWrapper(model).eval()
 

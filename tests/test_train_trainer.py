@@ -180,3 +180,23 @@ def test_an_image_truncated_after_its_header_is_named_from_a_loader_worker(tmp_p
     rc = train_main([*args, "--data", str(root), "--val", str(data / "val"), "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and f"{target}: not a readable image" in err, err
+
+
+def test_init_starts_from_given_weights_with_a_fresh_optimizer(tmp_path, data, capsys):
+    torch.manual_seed(7)
+    start = build_model("m2sformer", small=True).state_dict()
+    ckpt = tmp_path / "stage1.pt"
+    torch.save(start, ckpt)
+    run = tmp_path / "run"
+    rc = train_main([*TINY, "--data", str(data / "train"), "--val", str(data / "val"), "--epochs", "1",
+                     "--max-steps", "1", "--lr", "1e-12", "--min-lr", "1e-13", "--init", str(ckpt), "--out", str(run)])
+    assert rc == 0, capsys.readouterr().err
+    trained = _weights(run / "last.pt")
+    # with a negligible learning rate the run ends where --init started it, not at its own seed's init
+    assert all(torch.allclose(trained[k].float(), start[k].float(), atol=1e-6)
+               for k in start if start[k].is_floating_point() and "running" not in k)
+    assert json.loads((run / "config.json").read_text())["init"] == str(ckpt)
+    bad = tmp_path / "other.pt"
+    torch.save({"nope": torch.zeros(1)}, bad)
+    rc = train_main([*TINY, "--data", str(data / "train"), "--init", str(bad), "--out", str(tmp_path / "r2")])
+    assert rc != 0 and str(bad) in capsys.readouterr().err

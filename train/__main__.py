@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="CPU threads per process (0: torch's default; 1 avoids oversubscription on a busy machine)")
     ap.add_argument("--check-data", choices=("header", "full"), default=d.check_data,
                     help="before training, open every pair (header) or decode every file (full)")
+    ap.add_argument("--init", metavar="CKPT", help="start from these weights with a fresh optimizer and schedule "
+                    "(e.g. DiffForensics: a stage-1 run's last.pt for stage 2)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
 
@@ -71,7 +73,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, clip=args.clip, amp=args.amp, workers=args.workers, seed=args.seed,
         ckpt_every=args.ckpt_every, log_every=args.log_every, max_steps=args.max_steps, device=args.device,
-        threads=args.threads, check_data=args.check_data)
+        threads=args.threads, check_data=args.check_data, init=args.init)
 
 
 def main(argv: list[str] | None = None) -> int:

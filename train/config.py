@@ -35,6 +35,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop (and end the cosine schedule) after this many steps
     device: str = "auto"
     threads: int = 0  # CPU intra-op threads per process (0: torch's default); 1 is fastest on a busy machine
+    init: str | None = None  # weights to start from, fresh optimizer (DiffForensics stage 1 -> 2, fine-tuning)
     check_data: str = "header"  # header: open every file and compare sizes; full: decode every file
 
     def to_dict(self) -> dict[str, Any]:

@@ -112,7 +112,10 @@ class Trainer:
 
         # model, objective, optimisation
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model, small=cfg.small, **cfg.options).to(self.dist.device)
+        self.model = build_model(cfg.model, small=cfg.small, **cfg.options)
+        if cfg.init and not resume:  # a resumed run restores its own weights below
+            load_weights(self.model, load_checkpoint(cfg.init)["model"], cfg.init)
+        self.model = self.model.to(self.dist.device)
         self.objective = get_objective(cfg.objective or cfg.model, **cfg.objective_options)
         self.objective.prepare(self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
