@@ -45,11 +45,13 @@ Choices of ours (the paper does not give them):
 - guiding path: ``guide_channels`` (4 stride-2 3x3 conv + BN + ReLU stages, so stride 16 =
   the patch size), then a 1x1 conv to 2 maps, adaptive average pooling to the configured
   patch grid (so any input size works) and a linear grid -> ``dec_dim``;
-  ``guide_mode`` "joint" (default, the method section: "GQT together with image features
-  Z_f and LQT are sent to the transformer decoder", one decoder pass over [Z_f; LQT; GQT],
-  so M in training is computed with GQT present) or "separate" (the abstract's "feed GQT
-  and LQT ... respectively": two passes, [Z_f; LQT] -> M exactly as at inference, and
-  [Z_f; GQT] -> M_aux). The guiding path runs whenever ``gt_mask`` is given; point noise
+  ``guide_mode`` "separate" (default: the abstract's "feed GQT and LQT ...
+  respectively": two passes, [Z_f; LQT] -> M exactly as at inference, and [Z_f; GQT] ->
+  M_aux) or "joint" (the method section: "GQT together with image features Z_f and LQT
+  are sent to the transformer decoder", one pass over [Z_f; LQT; GQT]). Joint without an
+  attention mask lets Z_f and LQT read tokens encoded from the ground truth, so the mask
+  that L_loc trains on sees the answer that inference never has (DN-DETR masks such
+  attention for this reason); "separate" avoids that leak without a mask, hence the default. The guiding path runs whenever ``gt_mask`` is given; point noise
   only in training mode.
 """
 from __future__ import annotations
@@ -172,7 +174,8 @@ class MGQFormer(IMLModel):
         norm_first: pre-norm joint blocks (Segmenter, default) or DETR post-norm.
         logit_scale, learn_scale: temperature on the cosine similarities (paper: 1, fixed).
         guide_channels: widths of the guiding conv net (our choice).
-        guide_mode: "joint" (paper's method section, default) or "separate".
+        guide_mode: "separate" (default, no ground-truth leak into M) or "joint" (the
+            method section's single pass; see the module docstring).
         noise_mu: fraction of GT pixels inverted before guiding (paper: 0.01, Fig. 4).
     """
 
@@ -181,7 +184,7 @@ class MGQFormer(IMLModel):
                  scam_scale: bool = True, dec_dim: int = 768, dec_layers: int = 6, dec_heads: int = 12,
                  dec_ffn: int | None = None, dec_dropout: float = 0.1, norm_first: bool = True,
                  logit_scale: float = 1.0, learn_scale: bool = False,
-                 guide_channels: tuple[int, ...] = (32, 64, 128, 256), guide_mode: str = "joint",
+                 guide_channels: tuple[int, ...] = (32, 64, 128, 256), guide_mode: str = "separate",
                  noise_mu: float = 0.01) -> None:
         super().__init__()
         if guide_mode not in ("joint", "separate"):
