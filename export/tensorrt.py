@@ -166,6 +166,9 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str = "fp
     if not sidecar_path(onnx_path).is_file():
         raise BuildError(f"{onnx_path}: no sidecar {sidecar_path(onnx_path)} (export with python -m export.onnx)")
     onnx_side = Sidecar.load(sidecar_path(onnx_path))
+    if onnx_side.artifact.sha256 != sha256_file(onnx_path):
+        raise BuildError(f"{onnx_path}: stale sidecar {sidecar_path(onnx_path)} (its sha256 is not this file's; "
+                         "re-export the model)")
     missing = unknown_nodes(model, fp32_nodes)
     if missing:
         raise PlanError(f"{onnx_path}: FP32 island node {missing[0]!r} is not in the graph ({len(missing)} unknown)")

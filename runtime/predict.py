@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import RuntimeInputError
+from .errors import RuntimeInputError, one_line
 from .io import load_image, save_png
 from .overlay import overlay
 from .predictor import Predictor
@@ -88,7 +88,10 @@ def run(argv: Sequence[str] | None = None) -> int:
                 bar.write(f"{img}  score={pred.score:.3f}  "
                           f"tampered_px={100.0 * pred.tampered_fraction:.1f}%", file=sys.stdout)
     except RuntimeInputError as e:
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)
+        print("error: " + one_line(e), file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except OSError as e:  # the output folder: permissions, a full disk
+        print(f"error: cannot write to {args.out}: {one_line(e)}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     if args.json:
         print(json.dumps(results, indent=2))

@@ -199,8 +199,11 @@ class Trainer:
         batch = {k: v.to(self.dist.device, non_blocking=True) for k, v in batch.items()}
         with self._autocast():
             result = self.objective(self.net, batch)
-        if not torch.isfinite(result.loss):
-            raise FloatingPointError(f"loss is {float(result.loss)} at step {self.step + 1}; lower --lr or check the data")
+        # every rank learns of a bad loss, so no rank waits in backward's all-reduce for it
+        bad_ranks = self.dist.sum([float(not torch.isfinite(result.loss))])[0]
+        if bad_ranks:
+            raise FloatingPointError(f"loss is not finite on {int(bad_ranks)} process(es) at step {self.step + 1} "
+                                     f"(here: {float(result.loss)}); lower --lr or check the data")
         self.scaler.scale(result.loss).backward()
         if self.config.clip > 0:
             self.scaler.unscale_(self.optimizer)
