@@ -55,14 +55,7 @@ def percentiles(times: Sequence[float]) -> dict[str, float]:
 def warm_up(fn: Callable[[], Any], calls: int, sync: Callable[[], None] | None = None) -> list[float]:
     """Run ``fn`` ``calls`` times (at least once) and return each call's seconds; the
     last one calibrates the rounds (the first carries one-off costs: allocation, compilation)."""
-    out = []
-    for _ in range(max(1, calls)):
-        t = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        out.append(time.perf_counter() - t)
-    return out
+    return time_calls(fn, max(1, calls), sync)
 
 
 def time_calls(fn: Callable[[], Any], rounds: int, sync: Callable[[], None] | None = None) -> list[float]:
