@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -44,7 +46,9 @@ class Sobel(nn.Module):
         and flat regions would give 0/0 = NaN."""
         if x.dtype in (torch.float16, torch.bfloat16):
             x = x.float()
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        no_autocast = (torch.autocast(device_type=x.device.type, enabled=False)
+                       if x.device.type in ("cpu", "cuda") else contextlib.nullcontext())  # e.g. meta tensors
+        with no_autocast:
             fx, fy = self.gradients(x)
             fxx, fxy = self.gradients(fx)
             _, fyy = self.gradients(fy)
