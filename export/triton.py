@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import onnx
 from onnx import TensorProto
 
+from runtime.atomic import atomic_folder
 from runtime.sidecar import Sidecar, TensorRTBuild, sha256_file, sidecar_path
 
 from .check import load_graph
@@ -167,26 +166,12 @@ def engine_config(name: str, side: Sidecar, *, instances: int = 1, queue_delay_u
 
 
 def _install(repo: Path, config: ModelConfig, artifact: Path, filename: str, side: Sidecar | None) -> Path:
-    repo.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{config.name}.", dir=repo))
-    try:
-        tmp.chmod(0o755)
+    with atomic_folder(repo / config.name) as tmp:
         (tmp / "1").mkdir()
         shutil.copy2(artifact, tmp / "1" / filename)
         if side is not None:
             replace(side, artifact=replace(side.artifact, file=filename)).save(sidecar_path(tmp / "1" / filename))
         (tmp / "config.pbtxt").write_text(config.to_pbtxt() + "\n", encoding="utf-8")
-        target = repo / config.name
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{config.name}.old.", dir=repo))
-            os.replace(target, old / config.name)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return repo / config.name
 
 

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from runtime.atomic import atomic_folder
 from runtime.sidecar import Sidecar, sidecar_path
 
 from .check import load_graph
@@ -127,10 +126,7 @@ echo "summary: python -m bench.trtexec_json --times {job.outputs['times']} --pro
 
 def write_bundle(job: TrtexecJob, model: str, onnx_path: Path, out: Path) -> Path:
     """Write the device folder atomically: assembled beside ``out``, then renamed into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        tmp.chmod(0o755)
+    with atomic_folder(out) as tmp:
         shutil.copy2(onnx_path, tmp / job.onnx)
         if sidecar_path(onnx_path).is_file():
             shutil.copy2(sidecar_path(onnx_path), sidecar_path(tmp / job.onnx))
@@ -142,16 +138,6 @@ def write_bundle(job: TrtexecJob, model: str, onnx_path: Path, out: Path) -> Pat
             "model": model, "recipe": job.recipe.name, "tensorrt": job.recipe.tensorrt, "lint": job.recipe.lint,
             "plan": job.plan.as_dict(), "profile": job.profile.as_dict(), "outputs": job.outputs,
             "build": job.build, "bench": job.bench}, indent=2) + "\n", encoding="utf-8")
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
