@@ -2,7 +2,10 @@
 in a cache folder, and precision variants (FP16 / INT8 ONNX, TensorRT engines) found in a
 folder the user names.
 
-An export is reused while its key holds: model, options, size, batch, opset and a
+The run's own exports are made for onnxruntime (``--attention ort``: our attention layers as
+its fused MultiHeadAttention, what a CPU deployment of the runtime ships; the explicit graph
+of TransForensics' C2 branch at 512 would need ~19 GiB). An export is reused while its key
+holds: model, options, attention mode, size, batch, opset and a
 fingerprint of the sources of ``train``, ``export`` and ``runtime`` (any edit there
 re-exports). Precision of an ONNX file is read from the graph itself (Q/DQ nodes: int8;
 float16 initializers or casts to float16: fp16; else fp32), of an engine from its sidecar.
@@ -43,7 +46,7 @@ class ExportFailed(RuntimeError):
 
 def cached_export(model: str, cache_dir: str | Path, *, size: int, batch: int | str = 1, small: bool = False,
                   variant: str | None = None, options: dict[str, Any] | None = None, opset: int | None = None,
-                  fingerprint: str | None = None, timeout: float | None = 3600) -> Path:
+                  fingerprint: str | None = None, timeout: float | None = 3600, attention: str = "ort") -> Path:
     """The ONNX export of ``model`` in ``cache_dir``, made (and verified) by ``python -m
     export.onnx`` in a child process unless a file with the same key is there already. The
     child keeps the export's memory (tracing, the parity run of an explicit-attention graph)
@@ -56,13 +59,13 @@ def cached_export(model: str, cache_dir: str | Path, *, size: int, batch: int | 
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"{artifact_stem(model, size, batch, small, variant)}.onnx"
     key = json.dumps({"model": model, "size": size, "batch": batch, "small": small, "variant": variant,
-                      "options": options or {}, "opset": opset,
+                      "options": options or {}, "opset": opset, "attention": attention,
                       "code": fingerprint or code_fingerprint()}, sort_keys=True, default=str)
     key_file = path.with_suffix(".key.json")
     if path.is_file() and sidecar_path(path).is_file() and key_file.is_file() and key_file.read_text() == key:
         return path
     cmd = [sys.executable, "-m", "export.onnx", "--model", model, "--out", str(path), "--size", str(size),
-           "--batch", str(batch), "--opset", str(opset)]
+           "--batch", str(batch), "--opset", str(opset), "--attention", attention]
     cmd += (["--small"] if small else []) + (["--variant", variant] if variant else [])
     for k, v in (options or {}).items():
         cmd += ["--set", f"{k}={v!r}"]

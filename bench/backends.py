@@ -4,7 +4,8 @@
 Core backends (CPU):
   torch        PyTorch eager FP32, ``inference_mode``
   compile      ``torch.compile`` (inductor, default mode) FP32; the first call compiles
-  ort          onnxruntime FP32, CPU provider, ``session.run`` on the preprocessed batch
+  ort          onnxruntime FP32, CPU provider, ``session.run`` on the preprocessed batch (the export
+               made for onnxruntime: ``--attention ort``, see ``bench.artifacts``)
   ort-prepost  the same session through ``runtime.Predictor.predict`` on a 1024 x 768 RGB photo:
                resize + normalise, inference, resize the map back + threshold
 GPU backends (only where a GPU exists): torch-cuda (eager FP32, CUDA peak memory), ort-cuda
@@ -32,7 +33,7 @@ PHOTO_HW = (768, 1024)
 DESCRIPTIONS = {
     "torch": "PyTorch eager FP32 (CPU, inference_mode)",
     "compile": "torch.compile, inductor default mode, FP32 (CPU)",
-    "ort": "onnxruntime FP32, CPU provider, session only",
+    "ort": "onnxruntime FP32, CPU provider, session only (export --attention ort)",
     "ort-prepost": f"onnxruntime FP32 via runtime.Predictor incl. pre/post-processing of a {PHOTO_HW[1]}x{PHOTO_HW[0]} photo",
     "torch-cuda": "PyTorch eager FP32 on CUDA",
     "ort-cuda": "onnxruntime FP32, CUDA provider",

@@ -34,10 +34,15 @@ from train.config import parse_assignments
 from train.models import build_model, get_spec, list_models
 
 from .verify import LintReport, Parity, check_model, lint, parity
+from .ort_attention import DOMAIN as ORT_DOMAIN, OP as ORT_OP, use_ort_attention
 from .rewrites import apply_rewrites
 
 DEFAULT_OPSET = 17
 EXPORTER = "torch.onnx (TorchScript tracer, dynamo=False)"
+
+
+ATTENTION_CHOICES = ("explicit", "ort")
+ORT_ALLOWED = frozenset({(ORT_DOMAIN, ORT_OP)})
 
 
 class ExportError(RuntimeError):
@@ -68,8 +73,15 @@ class ExportResult:
 def export_model(name: str, out: str | Path, *, checkpoint: str | Path | None = None, size: int | None = None,
                  batch: int | str = 1, opset: int = DEFAULT_OPSET, small: bool = False,
                  variant: str | None = None, options: dict[str, Any] | None = None,
-                 tolerance: float = 1e-4, seed: int = 0) -> ExportResult:
-    """Export ``name`` to ``out`` (+ sidecar) and verify it; raises ExportError."""
+                 tolerance: float = 1e-4, seed: int = 0, attention: str = "explicit") -> ExportResult:
+    """Export ``name`` to ``out`` (+ sidecar) and verify it; raises ExportError.
+
+    ``attention``: "explicit" (default) exports every attention as Mul -> MatMul -> Softmax ->
+    MatMul with standard ops only, for TensorRT and any ONNX runtime; "ort" exports the core
+    of our attention layers as onnxruntime's fused ``com.microsoft::MultiHeadAttention``
+    (``export.ort_attention``): memory linear in the tokens on onnxruntime, not for TensorRT."""
+    if attention not in ATTENTION_CHOICES:
+        raise ExportError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}, got {attention!r}")
     start = time.perf_counter()
     spec = get_spec(name)
     if variant and variant not in spec.variants:
@@ -90,6 +102,8 @@ def export_model(name: str, out: str | Path, *, checkpoint: str | Path | None = 
             raise ExportError(str(err)) from None
         ckpt_sha = sha256_file(checkpoint)
     rewrites = apply_rewrites(model)
+    if attention == "ort":
+        rewrites["ort_attention"] = use_ort_attention(model)
     wrapper = ContractWrapper(model).eval()
 
     n = 1 if batch == "dynamic" else int(batch)
@@ -112,12 +126,13 @@ def export_model(name: str, out: str | Path, *, checkpoint: str | Path | None = 
                 warnings.simplefilter("ignore")  # tracer notes on shape arithmetic; parity is checked below
                 torch.onnx.export(wrapper, (image,), str(tmp), dynamo=False, opset_version=opset,
                                   input_names=["image"], output_names=["prob", "score"],
-                                  dynamic_axes=dynamic, do_constant_folding=True)
+                                  dynamic_axes=dynamic, do_constant_folding=True,
+                                  custom_opsets={ORT_DOMAIN: 1} if attention == "ort" else None)
             graph = check_model(tmp)
         except Exception as err:  # the tracer, exporter, checker and shape inference raise many types
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise ExportError(f"{out}: export failed at opset {opset}: {type(err).__name__}: {first}") from None
-        report = lint(graph, opset)
+        report = lint(graph, opset, allowed_custom=ORT_ALLOWED if attention == "ort" else frozenset())
         if not report.ok:
             raise ExportError(f"{out}: graph lint failed: {report.problems[0]} ({len(report.problems)} problem(s))")
         result = parity(tmp, reference, image.numpy(), tolerance)
@@ -148,7 +163,8 @@ def export_model(name: str, out: str | Path, *, checkpoint: str | Path | None = 
             "parity": {"reference": "torch", "max_abs_diff": max(result.max_abs_prob, result.max_abs_score),
                        "tolerance": tolerance, "passed": True},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "extra": {"rewrites": rewrites, "attention_patterns": report.attention_patterns,
+            "extra": {"rewrites": rewrites, "attention": attention,
+                      "attention_patterns": report.attention_patterns,
                       "nodes": sum(report.op_counts.values())},
         })
         os.replace(tmp, out)
@@ -171,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="model constructor option (repeatable)")
     parser.add_argument("--small", action="store_true", help="the small test configuration")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="parity tolerance (max abs diff)")
+    parser.add_argument("--attention", choices=ATTENTION_CHOICES, default="explicit",
+                        help="explicit: standard ops, for TensorRT and any runtime (default); ort: onnxruntime's "
+                             "fused MultiHeadAttention for our attention layers (CPU deployments; not TensorRT)")
     args = parser.parse_args(argv)
     if args.batch != "dynamic" and not args.batch.isdigit():
         parser.error("--batch takes a positive integer or 'dynamic'")
@@ -178,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res = export_model(args.model, out, checkpoint=args.checkpoint, size=args.size, batch=args.batch,
                            opset=args.opset, small=args.small, variant=args.variant,
-                           options=parse_assignments(args.options, "--set"), tolerance=args.tolerance)
+                           options=parse_assignments(args.options, "--set"), tolerance=args.tolerance,
+                           attention=args.attention)
     except (ExportError, KeyError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

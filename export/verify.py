@@ -25,6 +25,7 @@ class LintReport:
     op_counts: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     attention_patterns: int = 0  # Mul(Q)->MatMul->Softmax->MatMul chains
+    custom_ops: int = 0  # nodes of an allowed non-standard (domain, op), e.g. onnxruntime's fused attention
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -99,8 +100,10 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
 
 
 def lint(model: onnx.ModelProto, opset: int | None = None, *,
-         forbidden: frozenset[str] = FORBIDDEN_OPS, rules: Sequence[NodeRule] = ()) -> LintReport:
-    """Op lint: every node in the default domain and defined at the graph's opset, none of
+         forbidden: frozenset[str] = FORBIDDEN_OPS, rules: Sequence[NodeRule] = (),
+         allowed_custom: frozenset[tuple[str, str]] = frozenset()) -> LintReport:
+    """Op lint: every node in the default domain (or one of ``allowed_custom``'s (domain, op)
+    pairs, counted in ``custom_ops``) and defined at the graph's opset, none of
     ``forbidden`` (default ``FORBIDDEN_OPS``), and every Softmax between two MatMuls fed by
     a scaled Q (the attention pattern TensorRT fuses). ``rules`` run on every default-domain
     node in the same walk (e.g. a TensorRT version's op table, ``export.trt_support``)."""
@@ -113,6 +116,9 @@ def lint(model: onnx.ModelProto, opset: int | None = None, *,
     for node in model.graph.node:
         report.op_counts[node.op_type] += 1
         label = node.name or node.op_type
+        if (node.domain, node.op_type) in allowed_custom:
+            report.custom_ops += 1
+            continue
         if node.domain not in ("", "ai.onnx"):
             report.problems.append(f"node {label}: op {node.domain}::{node.op_type} outside the default domain")
             continue

@@ -210,3 +210,46 @@ def test_full_size_export_once(tmp_path, name):
     assert res.parity.passed and res.lint.ok
     side = Sidecar.load(res.sidecar_path)
     assert side.input.shape == [1, 3, size, size] or tuple(side.input.shape) == (1, 3, size, size)
+
+
+def test_ort_attention_export_fuses_our_attention_layers(tmp_path):
+    """``--attention ort``: each of our attention layers becomes one onnxruntime
+    MultiHeadAttention node, the outputs equal the explicit export's, the sidecar says so,
+    and the TensorRT check rejects the graph naming that op."""
+    from export.ort_attention import use_ort_attention
+    from runtime.backends.ort_backend import OrtBackend
+    from train.models.blocks.attention import MultiHeadAttention
+
+    explicit = small_export("transforensics")
+    fused = export_model("transforensics", tmp_path / "tf_ort.onnx", small=True, attention="ort")
+    layers = sum(isinstance(m, MultiHeadAttention) for m in build_model("transforensics", small=True).modules())
+    graph = onnx.load(str(fused.onnx_path))
+    mha = [n for n in graph.graph.node if n.op_type == "MultiHeadAttention"]
+    assert len(mha) == layers > 0 and {n.domain for n in mha} == {"com.microsoft"}
+    assert fused.lint.custom_ops == layers and fused.lint.attention_patterns == 0
+    assert any("MultiHeadAttention" in p for p in lint(graph, 17).problems)  # not allowed by default
+    assert Sidecar.load(fused.sidecar_path).extra["attention"] == "ort"
+
+    size = get_spec("transforensics").small_size
+    x = np.random.default_rng(3).standard_normal((1, 3, size, size)).astype(np.float32)
+    a, b = OrtBackend(explicit).run(x), OrtBackend(fused.onnx_path).run(x)
+    assert np.abs(a["prob"] - b["prob"]).max() < 1e-5 and np.abs(a["score"] - b["score"]).max() < 1e-5
+
+    proc = subprocess.run([sys.executable, "-m", "export.check", str(fused.onnx_path), "--target", "trt10.16"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and "MultiHeadAttention" in proc.stdout + proc.stderr
+
+    # eager: the kernel computes what the default path computes
+    torch.manual_seed(0)
+    layer = MultiHeadAttention(32, heads=4).eval()
+    q, kv = torch.randn(2, 7, 32), torch.randn(2, 11, 32)
+    with torch.no_grad():
+        ref = layer(q, kv)
+        assert use_ort_attention(layer) == 1
+        assert torch.allclose(layer(q, kv), ref, atol=1e-6)
+
+
+def test_export_rejects_an_unknown_attention_mode(tmp_path):
+    with pytest.raises(ExportError, match="attention"):
+        export_model("m2sformer", tmp_path / "x.onnx", small=True, attention="flash")
+    assert not list(tmp_path.iterdir())

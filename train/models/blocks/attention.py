@@ -5,8 +5,14 @@ equivalent paths: ``fused`` (``F.scaled_dot_product_attention``, fast for traini
 explicit (scale folded into Q, then MatMul -> Softmax -> MatMul: the pattern TensorRT's
 MHA fusion recognises and that exports with opset 17 ops only). ``set_fused_attention``
 flips every attention module of a model, ours and timm's, between the two.
+
+``MultiHeadAttention.kernel`` lets an exporter replace the attention core of our layers (the
+step from projected (B, N, C) queries, keys and values to the (B, N, C) result) with a fused
+operator of one runtime, e.g. onnxruntime's ``MultiHeadAttention`` (``export.ort_attention``).
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -27,7 +33,11 @@ def scaled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fused: b
 
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with separate Q/K/V projections (so keys and values may come
-    from another sequence, with or without positional terms). Tensors are (B, N, C)."""
+    from another sequence, with or without positional terms). Tensors are (B, N, C).
+
+    ``kernel`` (None by default): a callable ``(q, k, v, heads) -> out`` on the projected
+    (B, N, C) tensors that replaces the split-attend-merge core; inference only (no
+    attention dropout)."""
 
     def __init__(self, dim: int, heads: int = 8, qkv_bias: bool = True, attn_drop: float = 0.0,
                  proj_drop: float = 0.0, kv_dim: int | None = None) -> None:
@@ -43,6 +53,7 @@ class MultiHeadAttention(nn.Module):
         self.attn_drop = attn_drop
         self.proj_drop = nn.Dropout(proj_drop)
         self.fused = True
+        self.kernel: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -52,8 +63,11 @@ class MultiHeadAttention(nn.Module):
                 value: torch.Tensor | None = None) -> torch.Tensor:
         key = query if key is None else key
         value = key if value is None else value
-        q, k, v = self._split(self.q(query)), self._split(self.k(key)), self._split(self.v(value))
-        out = scaled_attention(q, k, v, self.fused, self.attn_drop if self.training else 0.0)
+        q, k, v = self.q(query), self.k(key), self.v(value)
+        if self.kernel is not None:
+            return self.proj_drop(self.proj(self.kernel(q, k, v, self.heads)))
+        out = scaled_attention(self._split(q), self._split(k), self._split(v), self.fused,
+                               self.attn_drop if self.training else 0.0)
         b, _, n, _ = out.shape
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, -1)))
 
