@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .calibration import SYNTHETIC, CalibrationError, input_batches, load_images
 from .precision import (DEFAULT_MAX_PROB_DIFF, DEFAULT_MIN_IOU, DEFAULT_OVERFLOW_LIMIT, PrecisionError,
-                        default_output, islands_path, load_source, make_fp16, progress_bar, write_fp16)
+                        default_output, islands_path, load_source, make_fp16, naming, progress_bar, write_fp16)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         write_fp16(result, args.model, side, out, calibration=str(args.data), images=len(images),
                    max_prob_diff=args.tolerance, min_iou=args.min_iou, islands_file=islands_file)
     except (PrecisionError, CalibrationError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {naming(args.model, err)}", file=sys.stderr)
         return 1
     isl = result.islands
     layers = isl.tensorrt10_layers()

@@ -176,7 +176,11 @@ def run_outputs(sess, batch: np.ndarray, names: Sequence[str] | None = None) -> 
     """Run one batch; outputs (all, or ``names``) as float32 arrays where they are floats."""
     input_name = sess.get_inputs()[0].name
     names = list(names) if names is not None else [o.name for o in sess.get_outputs()]
-    values = sess.run(names, {input_name: batch})
+    try:
+        values = sess.run(names, {input_name: batch})
+    except Exception as err:  # onnxruntime's pybind11 errors (shape mismatch, kernel failure, out of memory)
+        raise PrecisionError(f"onnxruntime failed to run the graph on a {tuple(batch.shape)} batch "
+                             f"({' '.join(str(err).split())[:300]})") from None
     return {n: (v.astype(np.float32) if v.dtype == np.float16 else v) for n, v in zip(names, values)}
 
 
@@ -255,8 +259,11 @@ class Fp16Islands:
         except (KeyError, TypeError, ValueError) as err:
             raise PrecisionError(f"{where}: malformed island list ({type(err).__name__}: {err})") from None
 
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
     def save(self, path: str | os.PathLike) -> Path:
-        return atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode("utf-8"))
+        return atomic_write_bytes(path, self.to_json().encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Fp16Islands":
@@ -662,22 +669,43 @@ def derived_sidecar(source: Sidecar, artifact: Path, *, precision: str, parity: 
     )
 
 
-def write_model_with_sidecar(model: onnx.ModelProto, out: Path, make_sidecar: Callable[[Path], Sidecar]) -> Path:
-    """Write ``model`` to ``out`` and its sidecar (built from the written file) beside it;
-    nothing appears unless both are complete."""
+def naming(path: str | os.PathLike, err: BaseException) -> str:
+    """``err``'s one-line message, prefixed with ``path`` unless it starts with a file's name
+    already (the model's, or e.g. a calibration image's)."""
+    text = " ".join(str(err).split())
+    head = text.split(": ", 1)[0]
+    return text if str(path) in text or Path(head).exists() else f"{path}: {text}"
+
+
+def write_model_with_sidecar(model: onnx.ModelProto, out: Path, make_sidecar: Callable[[Path], Sidecar],
+                             also: dict[Path, bytes] | None = None) -> Path:
+    """Write ``model`` to ``out``, its sidecar (built from the written file) beside it, and the
+    files of ``also`` ({path: content}); every file is staged as a temporary file first and
+    renamed into place only once all are complete, so a failure leaves none of them."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    staged: list[tuple[Path, Path]] = []
+
+    def stage(target: Path) -> Path:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        staged.append((Path(name), target))
+        return Path(name)
+
     try:
+        tmp = stage(out)
         onnx.save(model, str(tmp))
         side = make_sidecar(tmp)
         side = dataclasses.replace(side, artifact=dataclasses.replace(side.artifact, file=out.name))
         side.validate()
-        os.replace(tmp, out)
-        side.save(sidecar_path(out))
+        stage(sidecar_path(out)).write_text(side.to_json())
+        for path, data in (also or {}).items():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            stage(Path(path)).write_bytes(data)
+        for tmp_path, target in reversed(staged):  # the model last: its presence means all are there
+            os.replace(tmp_path, target)
     finally:
-        tmp.unlink(missing_ok=True)
+        for tmp_path, _ in staged:
+            tmp_path.unlink(missing_ok=True)
     return out
 
 
@@ -732,6 +760,6 @@ def write_fp16(result: Fp16Result, source_path: Path, source_side: Sidecar, out:
     agr = result.cpu_agreement
     write_model_with_sidecar(result.mixed, out, lambda tmp: derived_sidecar(
         source_side, tmp, precision="fp16-mixed",
-        parity=cpu_parity(max(agr.max_abs_prob, agr.max_abs_score), max_prob_diff, True), details=details))
-    islands.save(islands_file)
+        parity=cpu_parity(max(agr.max_abs_prob, agr.max_abs_score), max_prob_diff, True), details=details),
+        also={islands_file: islands.to_json().encode("utf-8")})
     return out

@@ -47,7 +47,7 @@ from train.metrics import PixelMetrics
 from .agreement import Agreement, agreement
 from .calibration import EVAL_START, SYNTHETIC, CalibrationError, LabeledImage, input_batches, load_images, masks_at
 from .precision import (DEFAULT_OVERFLOW_LIMIT, Fp16Islands, PrecisionError, default_output, derived_sidecar,
-                        ensure_node_names, find_islands, load_source, progress_bar, run_outputs, session,
+                        ensure_node_names, find_islands, load_source, naming, progress_bar, run_outputs, session,
                         write_model_with_sidecar)
 from .verify import GraphIndex
 
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.figure:
             save_figure(args.figure, result, evals, side.threshold)
     except (PrecisionError, CalibrationError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {naming(args.model, err)}", file=sys.stderr)
         return 1
     f32, i8 = result.fp32["per_image"], result.int8["per_image"]
     print(f"wrote {out} and its sidecar" + (f"; figure {args.figure}" if args.figure else ""))

@@ -241,11 +241,14 @@ class Sidecar:
         """Check this object against the schema (what ``load`` would accept)."""
         return Sidecar.from_dict(self.to_dict(), source=f"<{self.model}>")
 
+    def to_json(self) -> str:
+        """The file's text (no validation: ``validate`` or ``save`` do that)."""
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+
     def save(self, path: str | os.PathLike) -> Path:
         """Validate, then write atomically (temp file in the same dir + os.replace)."""
         Sidecar.from_dict(self.to_dict(), source=path)
-        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
-        return atomic_write_bytes(path, text.encode("utf-8"))
+        return atomic_write_bytes(path, self.to_json().encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Sidecar":

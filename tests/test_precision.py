@@ -235,3 +235,39 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     assert fp16_main([str(src), "--tolerance", "0", "--max-rounds", "0", "--calib", "1"]) == 1
     assert "no FP16 island set meets the tolerance" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bare.onnx", src.name, src.name + ".json"]
+
+
+def test_model_sidecar_and_island_list_appear_together_or_not_at_all(tmp_path):
+    """write_model_with_sidecar stages every file first: a failing sidecar or a failing extra
+    file leaves no model, no sidecar, no island list and no temporary file behind."""
+    from export.precision import write_model_with_sidecar
+
+    src = small_export("m2sformer")
+    model, side = onnx.load(str(src)), Sidecar.load(sidecar_path(src))
+    out = tmp_path / "m.fp16.onnx"
+
+    def broken(_tmp):
+        raise ValueError("planted")
+
+    with pytest.raises(ValueError, match="planted"):
+        write_model_with_sidecar(model, out, broken, also={islands_path(out): b"{}"})
+    (tmp_path / "blocker").write_text("a file where a folder is expected")
+    with pytest.raises(OSError):
+        write_model_with_sidecar(model, out, lambda _tmp: side, also={tmp_path / "blocker" / "i.json": b"{}"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+    write_model_with_sidecar(model, out, lambda _tmp: side, also={islands_path(out): b"{}"})
+    assert out.is_file() and sidecar_path(out).is_file() and islands_path(out).read_bytes() == b"{}"
+    assert Sidecar.load(sidecar_path(out)).artifact.file == out.name
+
+
+def test_onnxruntime_run_failure_is_one_line_naming_the_model(tmp_path):
+    from export.precision import naming
+
+    src = small_export("m2sformer")
+    sess = session(onnx.load(str(src)))
+    with pytest.raises(PrecisionError, match=r"onnxruntime failed to run the graph on a \(1, 3, 7, 7\) batch") as err:
+        run_outputs(sess, np.zeros((1, 3, 7, 7), np.float32))
+    line = naming(src, err.value)
+    assert line.startswith(f"{src}: onnxruntime failed") and "\n" not in line
+    assert naming(src, PrecisionError(f"{src}: stale sidecar")) == f"{src}: stale sidecar"
