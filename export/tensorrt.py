@@ -212,9 +212,12 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str = "fp
         config.add_optimization_profile(trt_profile)
     cache_path = Path(timing_cache) if timing_cache else out.with_name(out.name + ".timing-cache")
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
-
     notes = list(plan.notes)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):  # False: made by another TensorRT or device
+        notes.append(f"timing cache {cache_path} was made by another TensorRT version or device; started a new one")
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+
     fp32_layers = 0
     if plan.fp32_nodes:
         fp32_layers, unmatched = _constrain_fp32(trt, network, plan.fp32_nodes)

@@ -80,7 +80,7 @@ class Predictor:
         self.path = path
         self.sidecar = sidecar
         self.threshold = float(sidecar.threshold if threshold is None else threshold)
-        self.backend: Backend = open_backend(path, providers=providers, stream=stream)
+        self.backend: Backend = open_backend(path, providers=providers, stream=stream, sidecar=sidecar)
 
         size = tuple(sidecar.preprocess.size)
         declared = tuple(self.backend.input_shape[2:4])

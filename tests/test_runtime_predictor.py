@@ -236,3 +236,16 @@ def test_format_mismatch(tmp_path):
 def test_unknown_suffix():
     with pytest.raises(BackendError, match="unknown artifact type"):
         open_backend("model.tflite")
+
+
+def test_providers_for_an_engine_are_refused_in_one_line(tmp_path):
+    """onnxruntime providers mean nothing to a TensorRT engine: refused before TensorRT is
+    even imported (so this holds on a machine without it), naming the file."""
+    from runtime.errors import BackendError
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not really an engine")
+    with pytest.raises(BackendError) as err:
+        open_backend(engine, providers=["CPUExecutionProvider"])
+    assert str(engine) in str(err.value) and "CPUExecutionProvider" in str(err.value)
+    assert "\n" not in str(err.value)

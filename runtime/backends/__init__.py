@@ -39,10 +39,12 @@ class Backend(Protocol):
 
 
 def open_backend(path: str | os.PathLike, providers: Sequence[str] | None = None, *,
-                 stream: int | None = None) -> Backend:
+                 stream: int | None = None, sidecar=None) -> Backend:
     """Open ``path`` with the backend for its suffix: ``.onnx`` -> onnxruntime (TensorRT,
     CUDA, CPU providers as available), ``.engine``/``.plan`` -> TensorRT through cuda-python.
-    ``stream`` is a caller's CUDA stream handle (an int) for a TensorRT engine."""
+    ``providers`` (onnxruntime execution providers) apply to ONNX models only; ``stream`` is a
+    caller's CUDA stream handle (an int) for a TensorRT engine; ``sidecar`` is the engine's
+    sidecar when the caller has loaded it already."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in ONNX_SUFFIXES:
@@ -52,8 +54,11 @@ def open_backend(path: str | os.PathLike, providers: Sequence[str] | None = None
 
         return OrtBackend(p, providers=providers)
     if suffix in TENSORRT_SUFFIXES:
+        if providers is not None:
+            raise BackendError(f"model {p}: execution providers ({', '.join(providers)}) apply to ONNX models; "
+                               f"a TensorRT engine runs on the GPU it was built for")
         from .tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(p, providers=providers, stream=stream)
+        return TensorRTBackend(p, stream=stream, sidecar=sidecar)
     raise BackendError(f"model {p}: unknown artifact type {p.suffix or '(no suffix)'!r}; "
                        f"expected one of {', '.join(ONNX_SUFFIXES + TENSORRT_SUFFIXES)}")

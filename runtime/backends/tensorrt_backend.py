@@ -20,7 +20,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -127,8 +127,8 @@ def query_gpu(device: int = 0) -> GpuInfo:
 class TensorRTBackend:
     """One TensorRT engine with the "prob"/"score" outputs, on one CUDA device and stream."""
 
-    def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None, *,
-                 stream: int | None = None, device: int = 0, sidecar: Sidecar | None = None):
+    def __init__(self, path: str | os.PathLike, *, stream: int | None = None, device: int = 0,
+                 sidecar: Sidecar | None = None):
         self.path = Path(path)
         self._owned_stream = False
         self._buffers: dict[str, tuple[int, int]] = {}
