@@ -185,3 +185,22 @@ def test_mgqformer_objective_runs_on_the_model():
     result.loss.backward()
     assert set(result.parts) == {"loc", "aux", "guide"} and math.isfinite(result.loss.item())
     assert model.queries.grad is not None
+
+
+def test_diffforensics_detection_weights_follow_the_papers_rule_from_label_counts():
+    """lambda_0^c = floor(10 N_F / N) / 10, lambda_1^c = floor(10 N_R / N) / 10 (Sec. 3.3),
+    and the loss uses them; clf_auto=False keeps the given weights."""
+    model, batch = _model("diffforensics")
+    _zero(model.loc_head[-1], model.ecem, model.cls_head[-1])
+    fixed = get_objective("diffforensics")
+    auto = get_objective("diffforensics")
+    assert "13 forged / 7 real" in auto.observe_labels(13, 7)
+    assert (auto.clf_pos, auto.clf_neg) == (0.6, 0.3)
+    labels = batch["label"].reshape(-1)
+    assert 0 < labels.sum() < len(labels)  # the batch holds both kinds
+    frac = labels.mean().item()
+    diff = fixed(model, batch).loss.item() - auto(model, batch).loss.item()
+    expected = 0.1 * LN2 * ((0.7 - 0.6) * frac + (0.3 - 0.3) * (1 - frac))
+    assert diff == pytest.approx(expected, rel=1e-4)
+    manual = get_objective("diffforensics", clf_auto=False, clf_pos=0.5, clf_neg=0.5)
+    assert manual.observe_labels(13, 7) is None and (manual.clf_pos, manual.clf_neg) == (0.5, 0.5)

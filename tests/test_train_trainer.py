@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -200,3 +201,19 @@ def test_init_starts_from_given_weights_with_a_fresh_optimizer(tmp_path, data, c
     torch.save({"nope": torch.zeros(1)}, bad)
     rc = train_main([*TINY, "--data", str(data / "train"), "--init", str(bad), "--out", str(tmp_path / "r2")])
     assert rc != 0 and str(bad) in capsys.readouterr().err
+
+
+def test_trainer_tells_diffforensics_its_label_counts(tmp_path, data):
+    """The trainer counts the forged / real training images (from the masks) and the
+    DiffForensics objective sets its detection weights from them by the paper's rule."""
+    from train.data.folders import read_samples
+
+    cfg = TrainConfig(model="diffforensics", data=str(data / "train"), val=str(data / "val"), small=True, size=32,
+                      batch_size=2, workers=0, out=str(tmp_path / "run"))
+    trainer = Trainer(cfg, progress=False)
+    samples = read_samples(data / "train")
+    forged = sum(s.mask is not None and np.asarray(Image.open(s.mask).convert("L")).max() > 127 for s in samples)
+    assert 0 < forged < len(samples)  # the generated set holds both kinds
+    n = len(samples)
+    assert trainer.objective.clf_pos == int(10 * forged / n) / 10
+    assert trainer.objective.clf_neg == int(10 * (n - forged) / n) / 10

@@ -30,7 +30,7 @@ from .atomic import write_json
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .config import TrainConfig
 from .data.dataset import ForgeryDataset, ResumableSampler
-from .data.folders import DataError, Sample, check_samples, read_samples
+from .data.folders import DataError, Sample, check_samples, is_forged, read_samples
 from .ddp import DistContext
 from .losses import get_objective
 from .metrics import PixelMetrics
@@ -118,6 +118,12 @@ class Trainer:
         self.model = self.model.to(self.dist.device)
         self.objective = get_objective(cfg.objective or cfg.model, **cfg.objective_options)
         self.objective.prepare(self.model)
+        if self.objective.wants_label_counts:  # e.g. DiffForensics' detection loss weights
+            forged = sum(is_forged(s) for s in tqdm(train_samples, desc="count forged images", unit="image",
+                                                       leave=False, disable=not self.progress, file=sys.stderr))
+            note = self.objective.observe_labels(forged, len(train_samples) - forged)
+            if note and self.progress:
+                print(note, file=sys.stderr)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(

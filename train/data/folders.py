@@ -142,6 +142,17 @@ def check_samples(samples: Iterable[Sample], decode: bool = False) -> None:
                                     f"is {size[0]}x{size[1]}")
 
 
+def is_forged(sample: Sample) -> bool:
+    """The image-level label ``ForgeryDataset`` gives ``sample`` (a mask with a pixel above 127),
+    read from the mask alone."""
+    if sample.mask is None:
+        return False
+    with _open(sample.mask, decode=True) as m:
+        extrema = m.convert("L" if m.mode in ("1", "L") else "RGB").getextrema()
+    highs = [extrema[1]] if isinstance(extrema[0], (int, float)) else [hi for _, hi in extrema]
+    return max(highs) > 127
+
+
 def load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     """Decode a pair: uint8 H x W x 3 RGB image and bool H x W mask (a pixel is forged when
     any mask channel is above 127; no mask = all False)."""

@@ -9,6 +9,8 @@ pre-training. Paper weights are defaults; each is a constructor argument.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -29,12 +31,19 @@ class LossResult:
 
 class Objective:
     """Base class. ``prepare(model)`` runs once before training (freezing, modes);
-    ``find_unused_parameters`` tells DDP that some parameters get no gradient."""
+    ``find_unused_parameters`` tells DDP that some parameters get no gradient. An objective
+    with ``wants_label_counts`` is told the training set's forged / real image counts
+    (``observe_labels``) before the first step."""
 
     find_unused_parameters = False
+    wants_label_counts = False
 
     def prepare(self, model: nn.Module) -> None:
         pass
+
+    def observe_labels(self, forged: int, real: int) -> str | None:
+        """Returns a line saying what it set, or None."""
+        return None
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> LossResult:
         raise NotImplementedError
@@ -143,15 +152,31 @@ class DiffForensicsObjective(Objective):
     L = alpha (L_seg + L_edg) + beta L_clf, alpha 0.8, beta 0.1;
     L_seg = l0 wbce(l1 = 2 forged, l2 = 0.5 real) + (1 - l0) Dice, l0 = 0.1;
     L_edg = sum_k Dice(f_k^e, y^e) / 2^(k-1), k = 1 the finest scale, y^e the Sobel edge
-    band of the GT; L_clf = wbce on the image label with 0.7 (forged) / 0.3 (real)."""
+    band of the GT; L_clf = wbce on the image label, weights lambda_0^c (forged) and
+    lambda_1^c (real) set from the training set as the paper does (Sec. 3.3):
+    floor(10 N_F / (N_F + N_R)) / 10 and floor(10 N_R / (N_F + N_R)) / 10 (``clf_auto``, the
+    trainer calls ``observe_labels``); until then, or with ``clf_auto=False``, ``clf_pos`` /
+    ``clf_neg`` (default 0.7 / 0.3, the values the paper reports for its training data)."""
 
     find_unused_parameters = True  # the stage-1 noise head gets no gradient
 
     def __init__(self, alpha: float = 0.8, beta: float = 0.1, seg_balance: float = 0.1,
-                 seg_pos: float = 2.0, seg_neg: float = 0.5, clf_pos: float = 0.7, clf_neg: float = 0.3) -> None:
+                 seg_pos: float = 2.0, seg_neg: float = 0.5, clf_pos: float = 0.7, clf_neg: float = 0.3,
+                 clf_auto: bool = True) -> None:
         self.alpha, self.beta = alpha, beta
         self.seg_balance, self.seg_pos, self.seg_neg = seg_balance, seg_pos, seg_neg
         self.clf_pos, self.clf_neg = clf_pos, clf_neg
+        self.wants_label_counts = clf_auto
+
+    def observe_labels(self, forged: int, real: int) -> str | None:
+        if not self.wants_label_counts:
+            return None
+        total = forged + real
+        if total < 1:
+            raise ValueError("observe_labels: no images")
+        self.clf_pos, self.clf_neg = math.floor(10 * forged / total) / 10, math.floor(10 * real / total) / 10
+        return (f"DiffForensics L_clf weights from {forged} forged / {real} real training images: "
+                f"{self.clf_pos:g} forged, {self.clf_neg:g} real")
 
     def __call__(self, model, batch):
         out = model(batch["image"], stage=2)
