@@ -147,3 +147,24 @@ def test_sobel_curvature_is_finite_for_half_precision_input():
     k = Sobel().curvature(x.half())
     assert k.dtype == torch.float32 and torch.isfinite(k).all()
     assert torch.allclose(k, Sobel().curvature(x))
+
+
+def test_mit_pretrained_argument_means_the_same_in_every_model():
+    """pretrained=False / None: random init; True: the model's default checkpoint for the
+    named variant (ImageNet for M2SFormer's MiT and QMA-Net, ADE20K for DiffForensics, as
+    its paper says); a string: that path / hub id."""
+    import inspect
+
+    from train.models.blocks.backbones import MIT_ADE20K, mit_checkpoint
+    from train.models.diffforensics import DiffForensics
+    from train.models.m2sformer import M2SFormer
+    from train.models.qmanet import QMANet
+
+    assert mit_checkpoint("b2", False) is None and mit_checkpoint("b2", None) is None
+    assert mit_checkpoint("b3", True) == "nvidia/mit-b3"
+    assert mit_checkpoint("b2", True, MIT_ADE20K) == "nvidia/segformer-b2-finetuned-ade-512-512"
+    assert mit_checkpoint({"hidden_sizes": [8]}, "/weights/segformer") == "/weights/segformer"
+    with pytest.raises(ValueError, match="named MiT variant"):
+        mit_checkpoint({"hidden_sizes": [8]}, True)
+    for cls in (M2SFormer, QMANet, DiffForensics):
+        assert inspect.signature(cls).parameters["pretrained"].default is False

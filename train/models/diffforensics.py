@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks.backbones import SMALL_MIT, MiTEncoder
+from .blocks.backbones import MIT_ADE20K, SMALL_MIT, MiTEncoder
 from .blocks.convs import conv_bn_act
 from .blocks.heads import IMLModel
 from .blocks.posenc import timestep_embedding
@@ -108,7 +108,9 @@ class DiffForensics(IMLModel):
     ``predict(x)`` -> (sigmoid(mask), sigmoid(cls)); t_infer is a constant in the graph and
     neither the ECEM nor the noise head runs.
 
-    Paper-given: SegFormer encoder (ADE20K weights via ``pretrained``, frozen in stage 1:
+    Paper-given: SegFormer encoder (ADE20K weights: ``pretrained=True`` loads
+    ``nvidia/segformer-<variant>-finetuned-ade-512-512``, or give a local path; off by
+    default, no download; frozen in stage 1:
     ``freeze_encoder``), UNet decoder with time embedding, three decoder scales each with
     an ECEM, localization and detection heads, ``t_infer=5``, ``diffusion_steps=1000``.
 
@@ -126,7 +128,7 @@ class DiffForensics(IMLModel):
     says. The DDPM schedule of ``q_sample`` is DDPM's linear beta 1e-4..0.02.
     """
 
-    def __init__(self, encoder: str | dict[str, Any] = "b2", pretrained: str | None = None,
+    def __init__(self, encoder: str | dict[str, Any] = "b2", pretrained: bool | str = False,
                  decoder_channels: Sequence[int] = (256, 128, 64), blocks_per_scale: int = 2,
                  time_dim: int | None = None, norm_groups: int = 32, dropout: float = 0.0,
                  t_infer: int = 5, diffusion_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
@@ -134,7 +136,8 @@ class DiffForensics(IMLModel):
         super().__init__()
         if len(decoder_channels) != 3:
             raise ValueError("DiffForensics has three decoder scales (strides 16, 8, 4)")
-        self.encoder = MiTEncoder(encoder, pretrained, in_channels=3, drop_path_rate=drop_path_rate)
+        self.encoder = MiTEncoder(encoder, pretrained, in_channels=3, drop_path_rate=drop_path_rate,
+                                  default_checkpoint=MIT_ADE20K)
         enc = self.encoder.channels
         self.t_infer = t_infer
         self.freq_dim = decoder_channels[-1]

@@ -178,8 +178,8 @@ class M2SFormer(IMLModel):
             swaps it, any timm model with ``features_only`` works: its last four feature
             levels are used, e.g. ResNet-50's C2..C5), or ``"mit_b0"``..``"mit_b5"`` for
             SegFormer's Mix Transformer (Table 7's MiT-B2 row; not in timm).
-        pretrained: passed to timm (default False: no download); for MiT, True loads the
-            ``nvidia/mit-bN`` ImageNet checkpoint.
+        pretrained: ImageNet weights, off by default (no download): True for timm's (or, for
+            MiT, the ``nvidia/mit-bN`` checkpoint); for MiT also a local path / hub id.
         skip_channels: per-stage width in the M2S block (code: 64).
         m2s_size: spatial size the skip features are resized to for the fixed DCT basis
             (code: 32, fixed whatever the input size).
@@ -191,17 +191,17 @@ class M2SFormer(IMLModel):
         difficulty_threshold: "hard" above this (0.5).
     """
 
-    def __init__(self, encoder: str = "pvt_v2_b2", pretrained: bool = False, skip_channels: int = 64,
+    def __init__(self, encoder: str = "pvt_v2_b2", pretrained: bool | str = False, skip_channels: int = 64,
                  m2s_size: int = 32, num_freqs: int = 16, reduction: int = 16, levels: int = 2,
                  decoder_channels: tuple[int, int, int] = (256, 128, 64), difficulty: str = "edge_mean",
                  difficulty_threshold: float = 0.5) -> None:
         super().__init__()
         if encoder.startswith("mit_"):
             variant = encoder[len("mit_"):]
-            self.encoder = MiTEncoder(variant, pretrained=f"nvidia/mit-{variant}" if pretrained else None)
+            self.encoder = MiTEncoder(variant, pretrained=pretrained)
             chans = list(self.encoder.channels)
         else:
-            self.encoder = timm_features(encoder, pretrained=pretrained, out_indices=(-4, -3, -2, -1))
+            self.encoder = timm_features(encoder, pretrained=bool(pretrained), out_indices=(-4, -3, -2, -1))
             chans = self.encoder.feature_info.channels()
         self.m2s = M2SBlock(chans, skip_channels, m2s_size, num_freqs, reduction, levels)
         c1, c2, c3 = decoder_channels

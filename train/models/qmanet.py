@@ -181,10 +181,12 @@ class QMANet(IMLModel):
     NoisePrint++ as a 17-layer, 64-channel DnCNN (TruFor), ``noiseprint_weights`` a local
     state-dict file, frozen (and kept in eval mode) when weights are given unless
     ``freeze_noiseprint`` says otherwise; edge heads 3x3 conv-BN-ReLU (``edge_channels``)
-    + 1x1 conv; logits are upsampled bilinearly to the input size.
+    + 1x1 conv; logits are upsampled bilinearly to the input size; ``pretrained``: True for
+    the ImageNet ``nvidia/mit-<variant>`` encoders (both), or a local path / hub id; off by
+    default (no download).
     """
 
-    def __init__(self, encoder: str | dict[str, Any] = "b3", pretrained: str | None = None,
+    def __init__(self, encoder: str | dict[str, Any] = "b3", pretrained: bool | str = False,
                  num_queries: int = 16, noiseprint_weights: str | None = None,
                  freeze_noiseprint: bool | None = None, denoiser_depth: int = 17, denoiser_width: int = 64,
                  bayar_kernel: int = 5, fusion_kernel: int = 3, dfcm_groups: int = 8,

@@ -54,23 +54,43 @@ def timm_features(name: str, pretrained: bool = False, out_indices: tuple[int, .
     return timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=out_indices, **kwargs)
 
 
+MIT_IMAGENET = "nvidia/mit-{variant}"  # ImageNet-1k encoder weights
+MIT_ADE20K = "nvidia/segformer-{variant}-finetuned-ade-512-512"  # ADE20K semantic segmentation
+
+
+def mit_checkpoint(variant: str | dict[str, Any], pretrained: bool | str | None,
+                   default: str = MIT_IMAGENET) -> str | None:
+    """The SegFormer checkpoint ``pretrained`` names: None for False / None, ``default`` with
+    the variant filled in for True (a named variant "b0".."b5" only), a given string as is."""
+    if not pretrained:
+        return None
+    if pretrained is True:
+        if not isinstance(variant, str):
+            raise ValueError("pretrained=True needs a named MiT variant (b0..b5); pass a checkpoint path instead")
+        return default.format(variant=variant)
+    return str(pretrained)
+
+
 class MiTEncoder(nn.Module):
     """SegFormer Mix-Transformer encoder from ``transformers``, exposed stage by stage.
 
     ``variant`` is "b0".."b5" or a dict of SegformerConfig fields (small test configs).
-    ``pretrained`` is None (random init) or a local path / hub id of a SegFormer checkpoint
-    (ImageNet ``nvidia/mit-b3`` or ADE20K ``nvidia/segformer-b3-finetuned-ade-512-512``).
+    ``pretrained`` is False / None (random init), True (``default_checkpoint`` for the
+    variant: ``MIT_IMAGENET`` unless the model says otherwise) or a local path / hub id of a
+    SegFormer checkpoint (ImageNet ``nvidia/mit-b3``, ADE20K ``MIT_ADE20K``); see
+    ``mit_checkpoint``.
     ``stage(i, x)`` runs stage ``i`` on an NCHW map and returns an NCHW map, so callers can
     interleave work between stages (QMA-Net); ``forward`` returns all four stage maps.
     """
 
-    def __init__(self, variant: str | dict[str, Any] = "b2", pretrained: str | None = None,
-                 in_channels: int = 3, drop_path_rate: float = 0.1) -> None:
+    def __init__(self, variant: str | dict[str, Any] = "b2", pretrained: bool | str | None = False,
+                 in_channels: int = 3, drop_path_rate: float = 0.1, default_checkpoint: str = "") -> None:
         super().__init__()
         from transformers import SegformerConfig, SegformerModel
 
         _register_hf_attention()
         fields = MIT_VARIANTS[variant] if isinstance(variant, str) else dict(variant)
+        pretrained = mit_checkpoint(variant, pretrained, default_checkpoint or MIT_IMAGENET)
         if pretrained:
             model = SegformerModel.from_pretrained(pretrained)
             if model.config.num_channels != in_channels:
