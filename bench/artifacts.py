@@ -23,6 +23,16 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 FINGERPRINT_PACKAGES = ("train", "export", "runtime")
+DEFAULT_CACHE = ROOT / "bench-out" / "cache"
+
+
+def use_inductor_cache(cache_dir: str | Path, user_choice: str | None) -> str:
+    """Point torch.compile's inductor cache (``TORCHINDUCTOR_CACHE_DIR``, inherited by child
+    processes) into the benchmark cache unless the user set it (``user_choice``, read before
+    torch was imported); returns the folder in use."""
+    folder = user_choice or str((Path(cache_dir) / "inductor").resolve())
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+    return folder
 
 
 def code_fingerprint(root: Path = ROOT, packages: tuple[str, ...] = FINGERPRINT_PACKAGES) -> str:
@@ -44,31 +54,53 @@ class ExportFailed(RuntimeError):
     """The export child failed; the message is one line."""
 
 
-def cached_export(model: str, cache_dir: str | Path, *, size: int, batch: int | str = 1, small: bool = False,
-                  variant: str | None = None, options: dict[str, Any] | None = None, opset: int | None = None,
-                  fingerprint: str | None = None, timeout: float | None = 3600, attention: str = "ort") -> Path:
-    """The ONNX export of ``model`` in ``cache_dir``, made (and verified) by ``python -m
-    export.onnx`` in a child process unless a file with the same key is there already. The
-    child keeps the export's memory (tracing, the parity run of an explicit-attention graph)
-    out of the benchmark process; a failure raises ExportFailed with the CLI's message."""
+def _export_target(model: str, cache_dir: str | Path, size: int, batch: int | str, small: bool,
+                   variant: str | None, options: dict[str, Any] | None, opset: int | None,
+                   fingerprint: str | None, attention: str) -> tuple[Path, str, list[str]]:
+    """(path, key, export command) of one cached export."""
     from export.onnx import DEFAULT_OPSET
-    from runtime.sidecar import sidecar_path
 
     opset = opset or DEFAULT_OPSET
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{artifact_stem(model, size, batch, small, variant)}.onnx"
+    path = Path(cache_dir) / f"{artifact_stem(model, size, batch, small, variant)}.onnx"
     key = json.dumps({"model": model, "size": size, "batch": batch, "small": small, "variant": variant,
                       "options": options or {}, "opset": opset, "attention": attention,
                       "code": fingerprint or code_fingerprint()}, sort_keys=True, default=str)
-    key_file = path.with_suffix(".key.json")
-    if path.is_file() and sidecar_path(path).is_file() and key_file.is_file() and key_file.read_text() == key:
-        return path
     cmd = [sys.executable, "-m", "export.onnx", "--model", model, "--out", str(path), "--size", str(size),
            "--batch", str(batch), "--opset", str(opset), "--attention", attention]
     cmd += (["--small"] if small else []) + (["--variant", variant] if variant else [])
     for k, v in (options or {}).items():
         cmd += ["--set", f"{k}={v!r}"]
+    return path, key, cmd
+
+
+def _is_current(path: Path, key: str) -> bool:
+    from runtime.sidecar import sidecar_path
+
+    key_file = path.with_suffix(".key.json")
+    return path.is_file() and sidecar_path(path).is_file() and key_file.is_file() and key_file.read_text() == key
+
+
+def is_cached(model: str, cache_dir: str | Path, *, size: int, batch: int | str = 1, small: bool = False,
+              variant: str | None = None, options: dict[str, Any] | None = None, opset: int | None = None,
+              fingerprint: str | None = None, attention: str = "ort") -> bool:
+    """Whether ``cached_export`` with these arguments would reuse a file (no export needed)."""
+    path, key, _ = _export_target(model, cache_dir, size, batch, small, variant, options, opset, fingerprint,
+                                  attention)
+    return _is_current(path, key)
+
+
+def cached_export(model: str, cache_dir: str | Path, *, size: int, batch: int | str = 1, small: bool = False,
+                  variant: str | None = None, options: dict[str, Any] | None = None, opset: int | None = None,
+                  fingerprint: str | None = None, timeout: float | None = 3600, attention: str = "ort") -> Path:
+    """The ONNX export of ``model`` in ``cache_dir``, made (and verified) by ``python -m
+    export.onnx`` in a child process unless a file with the same key is there already. The
+    child keeps the export's memory (tracing, the parity run) out of the benchmark process;
+    a failure raises ExportFailed with the CLI's message."""
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    path, key, cmd = _export_target(model, cache_dir, size, batch, small, variant, options, opset, fingerprint,
+                                    attention)
+    if _is_current(path, key):
+        return path
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -77,6 +109,7 @@ def cached_export(model: str, cache_dir: str | Path, *, size: int, batch: int | 
         lines = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}").splitlines()
         reason = lines[-1] if proc.returncode > 0 else f"killed by signal {-proc.returncode} (out of memory?)"
         raise ExportFailed(f"export of {model} at {size} failed: {reason}")
+    key_file = path.with_suffix(".key.json")
     tmp = key_file.with_suffix(".tmp")
     tmp.write_text(key)
     os.replace(tmp, key_file)

@@ -16,18 +16,25 @@ Options (all comma lists where plural):
   --bench-cache DIR     exports, profiles and the inductor cache, reused while the code is unchanged
                         (default bench-out/cache)
   --artifacts DIR       extra artifacts to benchmark: FP16 / INT8 ONNX, TensorRT engines (with sidecars)
+  --budget MIN          wall-clock budget of the run in minutes (default 20; 0: none). The core suites
+                        (peak, profiles, paper-size latency and memory, footprint) always run; an optional
+                        point (variants, encoder ablation, batch sweep, scaling) whose estimated cost would
+                        end the run past the budget is skipped, saying so (and listed in the report)
 
 Every non-timing measurement (params and MACs, memory, import cost, scaling counts, the matmul
 peak) is a record in the session store; the ``pytest_benchmark_update_json`` hook writes the
 records into the benchmark JSON under "imlkit", so one file holds the whole run for
 ``python -m bench.report``. Suites run in a fixed order (peak, profiles, latency, memory, then
-the optional sweeps) so later suites plan from measured latencies.
+the optional sweeps) so later suites plan from measured latencies. ``python -m bench.prepare``
+builds the cached exports, profiles and compiled kernels first (``make bench`` does), so the
+run's budget goes to measuring.
 """
 from __future__ import annotations
 
 import os
 import platform
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,17 +44,20 @@ import pytest
 # read before anything imports torch (which may set it to its default): the user's own choice wins
 _USER_INDUCTOR_CACHE = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
 
-from bench.artifacts import Artifact, ExportFailed, cached_export, code_fingerprint, discover  # noqa: E402
+from bench.artifacts import (DEFAULT_CACHE, Artifact, ExportFailed, cached_export, code_fingerprint,  # noqa: E402
+                             discover, is_cached, use_inductor_cache)
 from bench.backends import (CORE_BACKENDS, GPU_BACKENDS, ONNX_BACKENDS, TORCH_BACKENDS, Runner,  # noqa: E402
                             make_runner, ort_providers, unavailable)
 from bench.papers import profile_points  # noqa: E402
-from bench.subject import Subject, cached_profile, meta_gmacs  # noqa: E402
+from bench.memory import FRESH_PROCESS_S  # noqa: E402
+from bench.subject import Subject, cached_profile, is_profile_cached, meta_gmacs  # noqa: E402
 from bench.timing import Plan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITE_ORDER = ("test_peak", "test_profile", "test_latency", "test_memory", "test_variants", "test_ablation",
-               "test_batch_sweep", "test_scaling", "test_footprint")
+SUITE_ORDER = ("test_peak", "test_profile", "test_latency", "test_memory", "test_footprint",  # core
+               "test_variants", "test_ablation", "test_batch_sweep", "test_scaling")  # optional, within --budget
 ASSUMED_EFFICIENCY = 0.25  # fraction of the matmul peak assumed when no latency was measured yet
+EXPORT_OVERHEAD_S = 20.0  # an export beyond its ~3 inferences (trace, reference, parity): load, checker, lint
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -75,7 +85,9 @@ def pytest_addoption(parser):
     group.addoption("--slow-rounds", type=int, default=2, help="timed rounds of a slow call (default 2)")
     group.addoption("--point-limit", type=float, default=8.0,
                     help="skip optional points whose single inference is estimated above this many seconds")
-    group.addoption("--bench-cache", default=str(ROOT / "bench-out" / "cache"), help="cache folder")
+    group.addoption("--bench-cache", default=str(DEFAULT_CACHE), help="cache folder")
+    group.addoption("--budget", type=float, default=20.0,
+                    help="run budget in minutes: optional points that would end past it skip (default 20; 0: none)")
     group.addoption("--artifacts", default=None, help="folder of extra artifacts (FP16/INT8 ONNX, engines)")
 
 
@@ -94,6 +106,8 @@ class Store:
     artifacts: list[Artifact]
     artifact_problems: list[str]
     fingerprint: str
+    budget_s: float | None = None
+    started: float = field(default_factory=time.monotonic)
     records: list[dict[str, Any]] = field(default_factory=list)
     latency: dict[tuple, float] = field(default_factory=dict)
     _peak: Any = None
@@ -145,6 +159,37 @@ class Store:
         if measured is not None:
             return measured * self.gmacs(subject) / max(self.gmacs(base), 1e-12)
         return 2.0 * self.gmacs(subject) / (self.peak().gflops * ASSUMED_EFFICIENCY)
+
+    def timed_s(self, subject: Subject, backend: str) -> float:
+        """Expected seconds of a latency benchmark: warm-up plus the planned rounds."""
+        est = self.estimate_s(subject, backend)
+        return est * (self.plan.warmup + self.plan.rounds(est))
+
+    def export_s(self, subject: Subject, batch: int | str = 1) -> float:
+        """Expected seconds to make ``subject``'s cached export: 0 when it is there, else about
+        three inferences (trace, PyTorch reference, onnxruntime parity) plus a fixed overhead."""
+        if is_cached(subject.model, self.cache, size=subject.size, batch=batch, small=subject.small,
+                     variant=subject.variant, options=dict(subject.options) or None, fingerprint=self.fingerprint):
+            return 0.0
+        return 3 * self.estimate_s(subject, "torch") + EXPORT_OVERHEAD_S
+
+    def profile_s(self, subject: Subject) -> float:
+        """Expected seconds of ``profile``: 0 when cached, else two counted inferences
+        (fvcore's trace and torch's counter) in a freshly built model."""
+        if is_profile_cached(subject, self.cache, self.fingerprint):
+            return 0.0
+        return 2 * self.estimate_s(subject, "torch") + FRESH_PROCESS_S
+
+    def within_budget(self, what: str, seconds: float) -> None:
+        """Skip an optional point (recorded for the report) when ``seconds`` more would end the
+        run past ``--budget``."""
+        if self.budget_s is None:
+            return
+        used = time.monotonic() - self.started
+        if used + seconds > self.budget_s:
+            self.record("budget_skip", what=what, estimate_s=seconds, used_s=used, budget_s=self.budget_s)
+            pytest.skip(f"{what}: ~{seconds:.0f} s more would end the run past --budget "
+                        f"{self.budget_s / 60:g} min ({used / 60:.1f} min used)")
 
     def skip_if_costly(self, subject: Subject, backend: str, what: str) -> float:
         est = self.estimate_s(subject, backend)
@@ -232,11 +277,14 @@ def pytest_configure(config):
         plan.rounds(1.0)
     except ValueError as err:
         raise pytest.UsageError(f"--min-rounds/--max-rounds/--slow-rounds: {err}") from None
+    if config.option.budget < 0:
+        raise pytest.UsageError(f"--budget expects minutes >= 0, got {config.option.budget:g}")
     cache = Path(config.option.bench_cache)
     cache.mkdir(parents=True, exist_ok=True)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = _USER_INDUCTOR_CACHE or str((cache / "inductor").resolve())
+    use_inductor_cache(cache, _USER_INDUCTOR_CACHE)
     config.stash[STORE_KEY] = Store(models, backends, small, _ints(config.option.batches, "--batches"), sizes, plan,
-                                    config.option.point_limit, cache, artifacts, problems, code_fingerprint())
+                                    config.option.point_limit, cache, artifacts, problems, code_fingerprint(),
+                                    budget_s=config.option.budget * 60 or None)
 
 
 @pytest.fixture(scope="session")
@@ -285,8 +333,9 @@ def pytest_report_header(config):
     store = config.stash.get(STORE_KEY, None)
     if store is None:
         return None
+    budget = f"{store.budget_s / 60:g} min" if store.budget_s else "none"
     lines = [f"imlkit bench: models {', '.join(store.models)}; backends {', '.join(store.backends)}; "
-             f"small={store.small}; plan {store.plan}; cache {store.cache}"]
+             f"small={store.small}; plan {store.plan}; budget {budget}; cache {store.cache}"]
     lines += [f"imlkit bench: skipped artifact {p}" for p in store.artifact_problems]
     return lines
 
@@ -302,7 +351,8 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     output_json["imlkit"] = {
         "schema": 1,
         "models": store.models, "backends": store.backends, "small": store.small,
-        "plan": store.plan.__dict__, "point_limit": store.point_limit,
+        "plan": store.plan.__dict__, "point_limit": store.point_limit, "budget_s": store.budget_s,
+        "wall_s": time.monotonic() - store.started,
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
                      "onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__},
         "platform": platform.platform(), "cpu_count": os.cpu_count(),

@@ -30,6 +30,7 @@ RUNTIME_MODULES = ("runtime.predictor", "onnxruntime")
 RUNTIME_DISTRIBUTIONS = ("onnxruntime", "numpy", "pillow")
 TORCH_MODULES = ("torch",)
 TORCH_DISTRIBUTIONS = ("torch",)
+FRESH_PROCESS_S = 10.0  # what a fresh measuring process costs besides its inferences (imports, build), roughly
 
 
 class MeasureError(RuntimeError):

@@ -135,6 +135,20 @@ def gm(value: float | None) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.2f}" if value >= 1 else f"{value:.3g}"
 
 
+def _ceiling(eager_s: float, ort_s: float, gmacs: float | None, peak_gflops: float | None) -> str:
+    """Why a speed-up goal can or cannot be met on this machine: the fraction of the measured
+    matmul peak that 1.5x PyTorch eager would need."""
+    if not gmacs or not peak_gflops:
+        return "."
+    eager, ort = 2 * gmacs / eager_s / peak_gflops, 2 * gmacs / ort_s / peak_gflops
+    need = GOAL_SPEEDUP * eager
+    if need > 1.0:
+        return (f": out of reach for any FP32 backend here, since eager already runs at {100 * eager:.0f}% of the "
+                f"measured matmul peak and {GOAL_SPEEDUP}x would need {100 * need:.0f}% (at most "
+                f"{1 / eager:.2f}x at 100%).")
+    return f": onnxruntime runs at {100 * ort:.0f}% of the measured matmul peak, {GOAL_SPEEDUP}x needs {100 * need:.0f}%."
+
+
 def md(headers: list[str], rows: list[list[Any]]) -> str:
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True) if rows else "_no data_"
 
@@ -210,12 +224,15 @@ class Report:
         rows = []
         for run in self.runs:
             m = run.meta
+            wall = m.get("wall_s")
+            budget = m.get("budget_s")
             rows.append([run.name, run.when, run.machine, m.get("torch_threads"),
                          ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()),
                          ", ".join(m.get("models", [])), "yes" if m.get("small") else "no",
-                         num(run.peak_gflops(), ".1f")])
+                         num(run.peak_gflops(), ".1f"),
+                         (f"{wall / 60:.1f}" if wall else "-") + (f" ({budget / 60:g})" if budget else "")])
         self.add(md(["run", "date", "machine", "torch threads", "versions", "models", "small configs",
-                     "matmul peak GFLOP/s"], rows), "")
+                     "matmul peak GFLOP/s", "wall min (budget)"], rows), "")
 
     def section_headline(self, run: Run) -> None:
         self.add(f"## Headline: each model at its paper size, batch 1 ({run.name})", "")
@@ -239,7 +256,8 @@ class Report:
                          " / ".join(num(mem[b] and mem[b]["peak_rss_mib"], ".0f") for b in mem),
                          frac(eager), frac(ort)])
             if sp is not None and sp < GOAL_SPEEDUP:
-                notes.append(f"- {model}: onnxruntime is {sp:.2f}x PyTorch eager, short of the {GOAL_SPEEDUP}x goal.")
+                notes.append(f"- {model}: onnxruntime is {sp:.2f}x PyTorch eager, short of the {GOAL_SPEEDUP}x goal"
+                             + _ceiling(eager["p50_s"], ort["p50_s"], macs, peak))
         self.add(md(["model", "size", "params M", "GMACs", "eager ms", "compile ms", "ort ms", "ort vs eager",
                      f"goal {GOAL_SPEEDUP}x", "ort vs compile", "peak RSS MiB eager / compile / ort",
                      "eager % of peak", "ort % of peak"], rows), "")
@@ -593,6 +611,9 @@ class Report:
         rows = [[run.name, f"{r['label']} at {r['size']} (batch {r['export_batch']})", r["reason"]]
                 for run in self.runs for r in run.recs("export_failure")]
         rows += [[run.name, "artifact", p] for run in self.runs for p in run.meta.get("artifact_problems", [])]
+        rows += [[run.name, r["what"], f"left out to stay within the run's budget ({r['budget_s'] / 60:g} min; "
+                  f"{r['used_s'] / 60:.1f} min used, ~{r['estimate_s']:.0f} s more)"]
+                 for run in self.runs for r in run.recs("budget_skip")]
         if rows:
             self.add("## Not measured", "", md(["run", "what", "why"], rows), "")
 

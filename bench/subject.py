@@ -76,6 +76,16 @@ class Subject:
                 "small": self.small, "variant": self.variant, "options": dict(self.options)}
 
 
+def is_default_variant(model: str, variant: str) -> bool:
+    """Whether ``variant``'s options equal the builder's defaults (it builds the model itself,
+    e.g. TransForensics' C2 branch)."""
+    from train.models import get_spec
+
+    spec = get_spec(model)
+    defaults = {k: p.default for k, p in inspect.signature(spec.builder).parameters.items()}
+    return all(defaults.get(k, object()) == v for k, v in spec.variants[variant].items())
+
+
 def meta_gmacs(subject: Subject) -> float:
     """GMACs of ``predict`` per batch, counted by torch's FlopCounterMode (halved to MACs)
     on the meta device with attention in its explicit MatMul form."""
@@ -93,19 +103,33 @@ def meta_gmacs(subject: Subject) -> float:
     return counter.get_total_flops() / 2e9
 
 
+def _profile_file(subject: Subject, cache_dir: str | Path, fingerprint: str) -> tuple[Path, str]:
+    key = json.dumps({**subject.as_dict(), "batch": 1, "code": fingerprint}, sort_keys=True)
+    return Path(cache_dir) / f"profile-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json", key
+
+
+def _stored_profile(path: Path, key: str) -> dict[str, Any] | None:
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.get("key") == key:
+            return stored["profile"]
+    return None
+
+
+def is_profile_cached(subject: Subject, cache_dir: str | Path, fingerprint: str) -> bool:
+    return _stored_profile(*_profile_file(subject, cache_dir, fingerprint)) is not None
+
+
 def cached_profile(subject: Subject, cache_dir: str | Path, fingerprint: str) -> dict[str, Any]:
     """``bench.profile.profile`` of the subject (params, fvcore and torch GMACs at batch 1),
     cached in ``cache_dir`` under the code fingerprint."""
     from .profile import profile
 
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    key = json.dumps({**subject.as_dict(), "batch": 1, "code": fingerprint}, sort_keys=True)
-    path = cache_dir / f"profile-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        if stored.get("key") == key:
-            return stored["profile"]
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    path, key = _profile_file(subject, cache_dir, fingerprint)
+    stored = _stored_profile(path, key)
+    if stored is not None:
+        return stored
     opts = subject.build_options()
     prof = profile(subject.model, subject.size, subject.small, **opts).as_dict()
     tmp = path.with_suffix(".tmp")

@@ -15,6 +15,8 @@ def test_encoder_swap(benchmark, store, encoder):
         pytest.skip("m2sformer is not among --models")
     base = Subject.paper("m2sformer", small=store.small)
     subject = Subject(base.model, base.size, 1, base.small, None, (("encoder", encoder),))
+    store.within_budget(f"m2sformer with {encoder}: profile and eager latency",
+                        store.profile_s(subject) + store.timed_s(subject, "torch"))
     prof = store.profile(subject)
     store.record("ablation", **{**prof, **subject.as_dict(), "encoder": encoder})
     assert prof["params_m"] > 0

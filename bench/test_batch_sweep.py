@@ -10,6 +10,8 @@ def test_batch(benchmark, store, model, backend, sweep_batch):
     base = Subject.paper(model, small=store.small)
     subject = Subject(model, base.size, sweep_batch, base.small)
     store.skip_if_costly(subject, backend, f"{subject.label} batch {sweep_batch} on {backend}")
+    store.within_budget(f"{subject.label} batch {sweep_batch} on {backend}",
+                        (store.export_s(base, "dynamic") if backend == "ort" else 0.0) + store.timed_s(subject, backend))
     path = store.export(base, batch="dynamic") if backend == "ort" else None
     runner = store.runner(subject, backend, path)
     benchmark.group = f"batch sweep {subject.label}"

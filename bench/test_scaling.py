@@ -28,6 +28,7 @@ def test_latency_vs_size(benchmark, store, model, scaling_size):
         pytest.skip(f"{model} at its paper size {base.size} is measured by test_latency")
     subject = Subject(model, scaling_size, 1, base.small)
     store.skip_if_costly(subject, "torch", f"{model} at {scaling_size} x {scaling_size}")
+    store.within_budget(f"{model} eager latency at {scaling_size} x {scaling_size}", store.timed_s(subject, "torch"))
     runner = store.runner(subject, "torch")
     benchmark.group = f"scaling {model}"
     info = run_benchmark(benchmark, runner.call, store.plan)

@@ -2,26 +2,17 @@
 paper's Table 5), eager and onnxruntime latency plus fresh-process peak memory per variant.
 A variant that builds exactly the default model (C2) is measured by the latency and memory
 suites; it is recorded as an alias here and skipped."""
-import inspect
-
 import pytest
 
-from bench.memory import measure_backend
+from bench.memory import FRESH_PROCESS_S, measure_backend
+from bench.subject import is_default_variant
 from bench.timing import run_benchmark
 
 BACKENDS = ("torch", "ort")
 
 
-def _default_build(subject) -> bool:
-    from train.models import get_spec
-
-    spec = get_spec(subject.model)
-    defaults = {k: p.default for k, p in inspect.signature(spec.builder).parameters.items()}
-    return all(defaults.get(k, object()) == v for k, v in spec.variants[subject.variant].items())
-
-
 def _measured_here(store, subject):
-    if _default_build(subject):
+    if is_default_variant(subject.model, subject.variant):
         store.record("variant_alias", model=subject.model, variant=subject.variant, size=subject.size,
                      small=subject.small)
         pytest.skip(f"{subject.label} is the default build of {subject.model}: measured by test_latency/test_memory")
@@ -29,6 +20,9 @@ def _measured_here(store, subject):
 
 def test_variant_latency(benchmark, store, variant_subject, backend):
     _measured_here(store, variant_subject)
+    export_s = store.export_s(variant_subject) if backend == "ort" else 0.0
+    store.within_budget(f"{variant_subject.label} latency on {backend}",
+                        export_s + store.timed_s(variant_subject, backend))
     runner = store.runner(variant_subject, backend)
     benchmark.group = f"variants {variant_subject.model}"
     info = run_benchmark(benchmark, runner.call, store.plan, runner.sync, runner.first_s, runner.warm_s)
@@ -40,6 +34,8 @@ def test_variant_latency(benchmark, store, variant_subject, backend):
 
 def test_variant_memory(store, variant_subject, backend):
     _measured_here(store, variant_subject)
+    store.within_budget(f"{variant_subject.label} memory on {backend}",
+                        store.estimate_s(variant_subject, backend) + FRESH_PROCESS_S)
     store.close_session()
     rec = measure_backend(variant_subject, backend, store.path_for(variant_subject, backend))
     assert rec["peak_rss_mib"] > 0

@@ -1,0 +1,113 @@
+"""``python -m bench.prepare``: build, before a benchmark run, what the run reuses from its
+cache, so that ``pytest bench/``'s time goes to measuring (``make bench`` runs both).
+
+For each selected model: the onnxruntime exports (batch 1 at the paper size, the dynamic-batch
+export of the batch sweep, one per named variant), the profiles (params, fvcore MACs) at every
+size the report compares, the profiles of M2SFormer's encoder ablation, and torch.compile's
+kernels (one compile in a fresh process fills the inductor cache). Everything is keyed like the
+run keys it (code fingerprint, options, size, batch), so an edit to ``train``, ``export`` or
+``runtime`` makes it build again; what is current is skipped. Prints one line per item with
+its seconds; the first failure stops with a one-line error and a non-zero exit.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+_USER_INDUCTOR_CACHE = os.environ.get("TORCHINDUCTOR_CACHE_DIR")  # before anything imports torch
+
+
+@dataclass(frozen=True)
+class Item:
+    label: str
+    run: Callable[[], object]
+
+
+def plan(models: list[str], cache: Path, small: bool = False, compile: bool = True) -> list[Item]:
+    """The work items for ``models``, in run order."""
+    from bench.artifacts import cached_export, code_fingerprint
+    from bench.memory import measure_backend
+    from bench.papers import M2SFORMER_BACKBONES, profile_points
+    from bench.subject import Subject, cached_profile, is_default_variant
+    from train.models import get_spec
+
+    fingerprint = code_fingerprint()
+    items: list[Item] = []
+
+    def export(subject: Subject, batch: int | str = 1) -> Item:
+        return Item(f"export {subject.label} {subject.size}px batch {batch}",
+                    lambda: cached_export(subject.model, cache, size=subject.size, batch=batch, small=subject.small,
+                                          variant=subject.variant, options=dict(subject.options) or None,
+                                          fingerprint=fingerprint))
+
+    def profile(subject: Subject) -> Item:
+        return Item(f"profile {subject.label} {subject.size}px", lambda: cached_profile(subject, cache, fingerprint))
+
+    for model in models:
+        base = Subject.paper(model, small=small)
+        items.append(export(base))
+        items.append(export(base, "dynamic"))
+        for variant in sorted(get_spec(model).variants):
+            if not is_default_variant(model, variant):
+                items.append(export(Subject.paper(model, small=small, variant=variant)))
+        sizes = [base.size] if small else sorted({s for m, s in profile_points() if m == model})
+        items += [profile(Subject(model, s, 1, small)) for s in sizes]
+        if model == "m2sformer":
+            items += [profile(Subject(model, base.size, 1, small, None, (("encoder", row.encoder),)))
+                      for row in M2SFORMER_BACKBONES.rows if row.encoder]
+        if compile:
+            items.append(Item(f"torch.compile {base.label} {base.size}px (fresh process, inductor cache)",
+                              lambda base=base: measure_backend(base, "compile")))
+    return items
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.artifacts import DEFAULT_CACHE, use_inductor_cache
+
+    parser = argparse.ArgumentParser(prog="python -m bench.prepare", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="", help="comma list of registered models (default: all)")
+    parser.add_argument("--small", action="store_true", help="the small test configurations")
+    parser.add_argument("--bench-cache", type=Path, default=DEFAULT_CACHE, help="cache folder (as pytest bench/)")
+    parser.add_argument("--no-compile", action="store_true", help="leave torch.compile's cache cold")
+    args = parser.parse_args(argv)
+
+    from train.models import list_models
+
+    known = list_models()
+    models = [m.strip().lower() for m in args.models.split(",") if m.strip()] or known
+    unknown = [m for m in models if m not in known]
+    if unknown:
+        parser.error(f"--models: unknown {', '.join(unknown)}; registered: {', '.join(known)}")
+    args.bench_cache.mkdir(parents=True, exist_ok=True)
+    use_inductor_cache(args.bench_cache, _USER_INDUCTOR_CACHE)
+
+    from tqdm import tqdm
+
+    from bench.artifacts import ExportFailed
+    from bench.memory import MeasureError
+
+    items = plan(models, args.bench_cache, small=args.small, compile=not args.no_compile)
+    start = time.perf_counter()
+    bar = tqdm(items, desc="prepare", unit="item", file=sys.stderr)
+    for item in bar:
+        bar.set_postfix_str(item.label[:60])
+        t = time.perf_counter()
+        try:
+            item.run()
+        except (ExportFailed, MeasureError, OSError, ValueError, KeyError) as err:
+            bar.close()
+            print(f"error: {item.label}: {' '.join(str(err).split())}", file=sys.stderr)
+            return 1
+        tqdm.write(f"{time.perf_counter() - t:7.1f} s  {item.label}", file=sys.stdout)
+    print(f"prepared {len(items)} item(s) for {', '.join(models)} in {time.perf_counter() - start:.0f} s "
+          f"(cache {args.bench_cache})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
