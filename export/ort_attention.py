@@ -18,6 +18,8 @@ import torch.nn.functional as F
 
 from train.models.blocks.attention import MultiHeadAttention
 
+from .rewrites import set_on_all
+
 DOMAIN = "com.microsoft"
 OP = "MultiHeadAttention"
 
@@ -51,9 +53,4 @@ def ort_attention_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, head
 def use_ort_attention(model: nn.Module) -> int:
     """Route every ``MultiHeadAttention`` of ``model`` through the onnxruntime op; returns how
     many layers changed."""
-    count = 0
-    for module in model.modules():
-        if isinstance(module, MultiHeadAttention):
-            module.kernel = ort_attention_kernel
-            count += 1
-    return count
+    return set_on_all(model, MultiHeadAttention, kernel=ort_attention_kernel)

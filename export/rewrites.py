@@ -35,22 +35,23 @@ def _explicit_attention(model: nn.Module) -> int:
     return set_fused_attention(model, False)
 
 
-def _constant_dct(model: nn.Module) -> int:
+def set_on_all(model: nn.Module, cls: type, **attrs) -> int:
+    """Set ``attrs`` on every ``cls`` module of ``model``; returns how many modules."""
     count = 0
     for module in model.modules():
-        if isinstance(module, MultiSpectralAttention):
-            module.fold_average = True
+        if isinstance(module, cls):
+            for name, value in attrs.items():
+                setattr(module, name, value)
             count += 1
     return count
+
+
+def _constant_dct(model: nn.Module) -> int:
+    return set_on_all(model, MultiSpectralAttention, fold_average=True)
 
 
 def _where_difficulty(model: nn.Module) -> int:
-    count = 0
-    for module in model.modules():
-        if isinstance(module, DifficultyText):
-            module.mode = "where"
-            count += 1
-    return count
+    return set_on_all(model, DifficultyText, mode="where")
 
 
 def _bayar_plain_conv(model: nn.Module) -> int:
