@@ -153,3 +153,12 @@ def test_m2sformer_encoder_swap(encoder, channels):
     with torch.no_grad():
         prob, score = model.predict(torch.rand(1, 3, 64, 64))
     assert prob.shape == (1, 1, 64, 64) and score.shape == (1, 1)
+
+
+def test_machine_peak_is_the_best_gemm_of_torch_and_onnxruntime():
+    from bench.peak import machine_peak
+
+    peak = machine_peak((128, 256), calls=1, repeats=1)
+    assert set(peak.samples) == {"torch n=128", "onnxruntime n=128", "torch n=256", "onnxruntime n=256"}
+    assert peak.gflops == max(peak.samples.values()) > 0
+    assert f"{peak.source} n={peak.n}" in peak.samples and peak.samples[f"{peak.source} n={peak.n}"] == peak.gflops
