@@ -88,9 +88,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from bench.artifacts import ExportFailed
-    from bench.memory import MeasureError
-
     items = plan(models, args.bench_cache, small=args.small, compile=not args.no_compile)
     start = time.perf_counter()
     bar = tqdm(items, desc="prepare", unit="item", file=sys.stderr)
@@ -99,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         try:
             item.run()
-        except (ExportFailed, MeasureError, OSError, ValueError, KeyError) as err:
+        except (OSError, RuntimeError, ValueError, KeyError) as err:  # incl. ExportFailed, MeasureError, torch errors
             bar.close()
             print(f"error: {item.label}: {' '.join(str(err).split())}", file=sys.stderr)
             return 1
