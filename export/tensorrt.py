@@ -2,13 +2,18 @@
 build a TensorRT engine with the TensorRT Python API on the GPU it will run on, and write its
 sidecar (``ENGINE.json``: the ONNX sidecar's contract plus ``extra.tensorrt`` with the TensorRT
 version, GPU name and compute capability, precision, profile shapes and build time).
+``python -m export.tensorrt --adopt ENGINE --onnx MODEL.onnx [--plan plan.json]`` writes that
+sidecar for an engine built elsewhere (trtexec), from the engine itself (``export.trt_adopt``).
 
 - TensorRT 10.x: weak typing with builder flags (FP16, INT8 on a Q/DQ graph) and the FP32
-  islands (``--fp32-nodes``) as layer precision constraints; ``--strongly-typed`` builds the
-  11.x way. TensorRT 11.x: always strongly typed, so fp16/int8 need the mixed-precision or
-  Q/DQ ONNX (``export.trt_plan`` decides, the same way for ``export.trtexec``).
+  islands (``--fp32-nodes``; for int8 by default the islands ``export.quantize`` left in
+  float) as layer precision constraints, by the rule ``export.trt_islands`` shares with
+  trtexec; ``--strongly-typed`` builds the 11.x way. TensorRT 11.x: always strongly typed,
+  so fp16/int8 need the mixed-precision or Q/DQ ONNX (``export.trt_plan`` decides, the same
+  way for ``export.trtexec``).
 - One optimization profile (dynamic batch and size), a timing cache that is read before and
-  written after the build, and a workspace memory-pool limit.
+  written after the build (when TensorRT cannot make one, the build goes on without it and
+  says so), and a workspace memory-pool limit.
 - Before the build the graph is linted for the TensorRT version found (``export.check``);
   after it the engine runs once through the runtime's TensorRT backend against onnxruntime
   on the CPU (non-finite outputs fail the build; the difference goes into the sidecar).
@@ -18,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import tempfile
 import time
@@ -36,14 +40,14 @@ from runtime.sidecar import (TENSORRT_EXTRA_KEY, ArtifactInfo, ParityInfo, Sidec
 
 from .check import load_graph
 from .recipes import RecipeError, load_recipes
-from .trt_plan import PRECISIONS, BuildPlan, GraphPrecision, PlanError, load_fp32_nodes, plan_build, unknown_nodes
-from .trt_shapes import ShapeError, ShapeProfile, graph_input, parse_shapes
+from .trt_islands import IslandLayers, constrain_layers, int8_islands, island_layers, metadata_node
+from .trt_plan import PRECISIONS, BuildPlan, GraphPrecision, PlanError, load_fp32_nodes, parse_version, plan_build
+from .trt_shapes import ShapeError, ShapeProfile, batch_range_problem, graph_input, parse_shapes
 from .trt_support import check_graph, target_for_version
 
 #: Parity tolerance of the built engine against onnxruntime CPU (max |diff| of prob and
 #: score). FP32 builds still use TF32 matmuls (TensorRT's default), hence not 1e-5.
 TOLERANCE = {"fp32": 1e-2, "fp16": 5e-2, "int8": 1e-1}
-_ONNX_LAYER = re.compile(r"\[ONNX Layer: (.*?)\]")
 
 
 class BuildError(RuntimeError):
@@ -86,8 +90,7 @@ def engine_sidecar(onnx_side: Sidecar, engine_file: str, engine_sha: str, build:
 
 def layer_node(layer: Any) -> str | None:
     """The ONNX node a TensorRT layer came from (its metadata, else its name)."""
-    m = _ONNX_LAYER.search(getattr(layer, "metadata", "") or "")
-    return m.group(1) if m else layer.name
+    return metadata_node(getattr(layer, "metadata", "")) or layer.name
 
 
 def _import_tensorrt() -> Any:
@@ -99,24 +102,21 @@ def _import_tensorrt() -> Any:
     return trt
 
 
-def _constrain_fp32(trt: Any, network: Any, nodes: tuple[str, ...]) -> tuple[int, list[str]]:
-    """Hold the layers of ``nodes`` (and their float outputs) in FP32; returns (layers, unmatched nodes)."""
-    wanted, seen, count = set(nodes), set(), 0
-    floats = (trt.float32, trt.float16)
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        node = layer_node(layer)
-        if node not in wanted:
-            continue
-        seen.add(node)
-        outs = [j for j in range(layer.num_outputs) if layer.get_output(j).dtype in floats]
-        if not outs:
-            continue
-        layer.precision = trt.float32
-        for j in outs:
-            layer.set_output_type(j, trt.float32)
-        count += 1
-    return count, [n for n in nodes if n not in seen]
+def attach_timing_cache(config: Any, path: Path) -> tuple[Any, str | None]:
+    """Read the timing cache at ``path`` (a new one when absent) into ``config``; returns
+    (cache or None, a note). ``create_timing_cache`` can return None (NVIDIA's samples check
+    for it): the build then goes on without a cache, and the note says so."""
+    data = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache, None
+    note = None
+    if data:  # unreadable, or made by another TensorRT version or device
+        note = f"timing cache {path} was made by another TensorRT version or device, or is unreadable; started a new one"
+        cache = config.create_timing_cache(b"")
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return cache, note
+    return None, "warning: TensorRT could not create a timing cache; building without one"
 
 
 def _parse(trt: Any, network: Any, logger: Any, onnx_path: Path) -> Any:
@@ -155,12 +155,16 @@ def _verify(engine_tmp: Path, side: Sidecar, onnx_path: Path, profile: ShapeProf
 
 
 def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str = "fp32", shapes: str | None = None,
-                 opt_batch: int = 1, max_batch: int = 8, workspace_mib: int = 1024,
-                 timing_cache: str | Path | None = None, fp32_nodes: tuple[str, ...] = (),
+                 opt_batch: int | None = None, max_batch: int | None = None, workspace_mib: int = 1024,
+                 timing_cache: str | Path | None = None, fp32_nodes: tuple[str, ...] | None = None,
                  strongly_typed: bool | None = None, opt_level: int | None = None, device: int = 0,
-                 verify: bool = True, verbose: bool = False) -> BuildResult:
+                 verify: bool = True, verbose: bool = False, batch_from_recipe: bool = False) -> BuildResult:
     """Build ``onnx_path`` into the engine ``out`` (+ sidecar); raises BuildError (or the
-    PlanError / ShapeError of a request that cannot build)."""
+    PlanError / ShapeError of a request that cannot build).
+
+    ``opt_batch`` / ``max_batch`` (default 1 / 8) shape a dynamic batch; given for a graph with
+    a static batch they are a ShapeError, or a note with ``batch_from_recipe``. ``fp32_nodes``
+    None takes the int8 islands of the Q/DQ sidecar on 10.x weak typing (none otherwise)."""
     onnx_path, out = Path(onnx_path), Path(out)
     model = load_graph(onnx_path)
     if not sidecar_path(onnx_path).is_file():
@@ -169,12 +173,16 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str = "fp
     if onnx_side.artifact.sha256 != sha256_file(onnx_path):
         raise BuildError(f"{onnx_path}: stale sidecar {sidecar_path(onnx_path)} (its sha256 is not this file's; "
                          "re-export the model)")
-    missing = unknown_nodes(model, fp32_nodes)
-    if missing:
-        raise PlanError(f"{onnx_path}: FP32 island node {missing[0]!r} is not in the graph ({len(missing)} unknown)")
+    notes: list[str] = []
     name, dims = graph_input(model)
+    if opt_batch is not None or max_batch is not None:
+        problem = batch_range_problem(dims, opt_batch or 1, max_batch or max(8, opt_batch or 1))
+        if problem and not batch_from_recipe:
+            raise ShapeError(f"{onnx_path}: {problem}")
+        if problem:
+            notes.append(f"warning: {problem}")
     profile = parse_shapes(shapes, name, dims, size=tuple(onnx_side.preprocess.size),
-                           opt_batch=opt_batch, max_batch=max_batch)
+                           opt_batch=opt_batch or 1, max_batch=max_batch or max(8, opt_batch or 1))
 
     trt = _import_tensorrt()
     from runtime.backends.tensorrt_backend import query_gpu
@@ -184,7 +192,17 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str = "fp
     if not report.ok:
         raise BuildError(f"{onnx_path}: fails the {target.name} lint: {report.problems[0]} "
                          f"({len(report.problems)} problem(s))")
-    plan = plan_build(trt.__version__, precision, GraphPrecision.of(model), fp32_nodes, strongly_typed)
+    weak = parse_version(trt.__version__)[0] == 10 and not strongly_typed
+    if fp32_nodes is None:
+        fp32_nodes = int8_islands(onnx_side) if precision == "int8" and weak else ()
+        if fp32_nodes:
+            notes.append(f"FP32 islands: the {len(fp32_nodes)} node(s) export.quantize left in float")
+    islands = island_layers(model, fp32_nodes)  # unknown names fail on every version
+    if weak:
+        notes += islands.notes()
+    else:
+        islands = IslandLayers(tuple(fp32_nodes))  # plan_build says why they are ignored
+    plan = plan_build(trt.__version__, precision, GraphPrecision.of(model), islands.layers, strongly_typed)
     try:
         gpu = query_gpu(device)
     except RuntimeInputError as err:
@@ -193,9 +211,8 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str = "fp
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
-    strong_flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if plan.strongly_typed and strong_flag is not None:
-        flags |= 1 << int(strong_flag)
+    if plan.strongly_typed:  # 10.x and 11.x both have the flag; 11.x networks are strongly typed regardless
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = _parse(trt, network, logger, onnx_path)
 
@@ -211,19 +228,17 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str = "fp
         trt_profile.set_shape(profile.input, profile.min, profile.opt, profile.max)
         config.add_optimization_profile(trt_profile)
     cache_path = Path(timing_cache) if timing_cache else out.with_name(out.name + ".timing-cache")
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-    notes = list(plan.notes)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):  # False: made by another TensorRT or device
-        notes.append(f"timing cache {cache_path} was made by another TensorRT version or device; started a new one")
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+    notes += plan.notes
+    cache, cache_note = attach_timing_cache(config, cache_path)
+    if cache_note:
+        notes.append(cache_note)
 
     fp32_layers = 0
-    if plan.fp32_nodes:
-        fp32_layers, unmatched = _constrain_fp32(trt, network, plan.fp32_nodes)
+    if plan.fp32_nodes:  # 10.x weak typing only: 11.x layers have no precision to set
+        fp32_layers, unmatched = constrain_layers(trt, network, plan.fp32_nodes)
         if unmatched:
-            notes.append(f"{len(unmatched)} FP32 island node(s) matched no TensorRT layer (fused or folded), "
-                         f"e.g. {unmatched[0]}")
+            notes.append(f"{len(unmatched)} FP32 island layer(s) not in the parsed network (no layer carries "
+                         f"the node's name: fused, folded or renamed), e.g. {unmatched[0]}")
 
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
@@ -253,7 +268,9 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str = "fp
             if not parity.passed:
                 notes.append(f"engine differs from onnxruntime by {parity.max_abs_diff:.3g} "
                              f"(> {parity.tolerance:g} for {plan.precision})")
-        atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
+        final_cache = config.get_timing_cache() if cache is not None else None
+        if final_cache is not None:
+            atomic_write_bytes(cache_path, bytes(final_cache.serialize()))
         os.replace(tmp, out)
         side.save(sidecar_path(out))
     finally:
@@ -263,8 +280,12 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str = "fp
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.tensorrt", description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="ONNX file with its sidecar (the mixed-precision / Q/DQ one for 11.x)")
-    parser.add_argument("--out", required=True, help="engine path (.engine or .plan)")
+    parser.add_argument("model", nargs="?", help="ONNX file with its sidecar (the mixed-precision / Q/DQ one for 11.x)")
+    parser.add_argument("--out", help="engine path (.engine or .plan)")
+    parser.add_argument("--adopt", metavar="ENGINE", help="write the sidecar of an engine built elsewhere "
+                        "(trtexec), read from the engine itself; needs --onnx, runs on the engine's GPU")
+    parser.add_argument("--onnx", help="with --adopt: the ONNX (with its sidecar) the engine was built from")
+    parser.add_argument("--plan", help="with --adopt: plan.json of python -m export.trtexec (flags, workspace)")
     parser.add_argument("--recipe", help="take defaults from a recipe in engines/recipes.toml")
     parser.add_argument("--precision", choices=PRECISIONS, help="default fp32 (or the recipe's)")
     parser.add_argument("--shapes", help="[NAME:]OPT or [NAME:]MIN,OPT,MAX, shapes NxCxHxW")
@@ -280,6 +301,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
     parser.add_argument("--recipes", help="recipe file (default engines/recipes.toml)")
     args = parser.parse_args(argv)
+    if args.adopt:
+        if not args.onnx or args.model or args.out:
+            parser.error("--adopt ENGINE takes --onnx MODEL.onnx (and --plan), not MODEL or --out")
+        from .trt_adopt import main_adopt
+
+        return main_adopt(args.adopt, args.onnx, args.plan, args.device)
+    if not args.model or not args.out:
+        parser.error("give MODEL.onnx and --out ENGINE (or --adopt ENGINE --onnx MODEL.onnx)")
+    if args.onnx or args.plan:
+        parser.error("--onnx and --plan go with --adopt")
     if Path(args.out).suffix.lower() not in (".engine", ".plan"):
         parser.error("--out must end in .engine or .plan (the runtime picks its backend by suffix)")
     try:
@@ -290,9 +321,10 @@ def main(argv: list[str] | None = None) -> int:
 
         res = build_engine(
             args.model, args.out, precision=pick(args.precision, "precision", "fp32"), shapes=args.shapes,
-            opt_batch=pick(args.opt_batch, "opt_batch", 1), max_batch=pick(args.max_batch, "max_batch", 8),
+            opt_batch=pick(args.opt_batch, "opt_batch", None), max_batch=pick(args.max_batch, "max_batch", None),
+            batch_from_recipe=recipe is not None and args.opt_batch is None and args.max_batch is None,
             workspace_mib=pick(args.workspace_mib, "workspace_mib", 1024), timing_cache=args.timing_cache,
-            fp32_nodes=load_fp32_nodes(args.fp32_nodes) if args.fp32_nodes else (),
+            fp32_nodes=load_fp32_nodes(args.fp32_nodes) if args.fp32_nodes else None,
             strongly_typed=True if args.strongly_typed else (recipe.strongly_typed if recipe else None),
             opt_level=pick(args.opt_level, "opt_level", None), device=args.device,
             verify=not args.no_verify, verbose=args.verbose)

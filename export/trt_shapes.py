@@ -130,3 +130,15 @@ def check_profile(profile: ShapeProfile, declared: Sequence[int | str | None]) -
         if isinstance(d, int) and not lo == opt == hi == d:
             raise ShapeError(f"dim {k} of input {profile.input} is fixed at {d} in the graph, "
                              f"the profile asks {lo}/{opt}/{hi} (export with --batch dynamic for a batch range)")
+
+
+def batch_range_problem(declared: Sequence[int | str | None], opt_batch: int, max_batch: int) -> str | None:
+    """Why a batch range cannot apply to a graph with a static batch, else None: the profile
+    keeps the graph's batch, so asking for another range must be said, not dropped."""
+    if not declared or not isinstance(declared[0], int):
+        return None
+    fixed = declared[0]
+    if (opt_batch, max_batch) == (fixed, fixed):
+        return None
+    return (f"batch range opt {opt_batch} / max {max_batch} cannot apply: the ONNX has a static batch of {fixed}, "
+            f"so the engine takes batch {fixed} only (export with --batch dynamic for a batch range)")

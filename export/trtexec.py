@@ -3,11 +3,20 @@ deployment target (``engines/recipes.toml``) and a folder to copy to the device 
 them: the ONNX and its sidecar, ``build_and_profile.sh``, ``commands.txt``, ``plan.json``.
 
 The script builds the engine (timing cache, workspace, optimization profile, precision flags
-and FP32 islands as layer precision constraints on 10.x, strong typing on 11.x), then
-benchmarks it with ``--dumpProfile --separateProfileRun --exportTimes --exportProfile
---exportLayerInfo``; ``python -m bench.trtexec_json`` reads the JSON files back. Every flag is
-checked against the trtexec flags of the recipe's TensorRT version, and the graph against
-the recipe's lint target, before anything is written.
+and FP32 islands as layer precision constraints on 10.x, strong typing on 11.x), writes its
+sidecar with ``python -m export.tensorrt --adopt`` where this kit is installed on the device
+(so the runtime loads the engine), then benchmarks it with ``--dumpProfile
+--separateProfileRun --exportTimes --exportProfile --exportLayerInfo``;
+``python -m bench.trtexec_json`` reads the JSON files back. Every flag is checked against the
+trtexec flags of the recipe's TensorRT version, and the graph against the recipe's lint
+target, before anything is written.
+
+FP32 islands follow ``export.trt_islands`` (the rule the Python builder uses too): fp16 on
+10.x takes ``export.fp16``'s island list, int8 on 10.x (``--int8 --fp16``) the islands
+``export.quantize`` left in float (from the Q/DQ ONNX's sidecar), each as
+``--precisionConstraints=obey --layerPrecisions=... --layerOutputTypes=...``. On 11.x the
+graph is strongly typed: an int8 engine is INT8 where the Q/DQ graph quantizes and FP32
+elsewhere, not FP16.
 """
 from __future__ import annotations
 
@@ -25,8 +34,9 @@ from runtime.sidecar import Sidecar, sidecar_path
 
 from .check import load_graph
 from .recipes import Recipe, RecipeBook, RecipeError, load_recipes
-from .trt_plan import PRECISIONS, BuildPlan, GraphPrecision, PlanError, load_fp32_nodes, plan_build, unknown_nodes
-from .trt_shapes import ShapeError, ShapeProfile, graph_input, parse_shapes
+from .trt_islands import int8_islands, island_layers, trtexec_island_args
+from .trt_plan import PRECISIONS, BuildPlan, GraphPrecision, PlanError, load_fp32_nodes, plan_build
+from .trt_shapes import ShapeError, ShapeProfile, batch_range_problem, graph_input, parse_shapes
 from .trt_support import check_graph
 
 SCRIPT = "build_and_profile.sh"
@@ -43,6 +53,7 @@ class TrtexecJob:
     build: list[str]
     bench: list[str]
     outputs: dict[str, str]  # what the script writes: engine, timing cache, JSON exports, logs
+    notes: tuple[str, ...] = ()  # warnings for the user (a recipe batch range a static batch drops, ...)
 
 
 def precision_args(plan: BuildPlan) -> list[str]:
@@ -53,17 +64,11 @@ def precision_args(plan: BuildPlan) -> list[str]:
         return ["--stronglyTyped"] if plan.major == 10 else []
     for flag in plan.builder_flags:
         args += FLAG_ARGS[flag]
-    if plan.fp32_nodes:
-        bad = [n for n in plan.fp32_nodes if "," in n]
-        if bad:
-            raise PlanError(f"node name {bad[0]!r} has a comma, which trtexec's layer lists cannot carry")
-        spec = ",".join(f"{n}:fp32" for n in plan.fp32_nodes)
-        args += [f"--layerPrecisions={spec}", f"--layerOutputTypes={spec}"]
-    return args
+    return args + trtexec_island_args(plan.fp32_nodes)
 
 
 def make_job(recipe: Recipe, plan: BuildPlan, profile: ShapeProfile, onnx_name: str, stem: str,
-             book: RecipeBook | None = None, trtexec: str | None = None) -> TrtexecJob:
+             book: RecipeBook | None = None, trtexec: str | None = None, notes: tuple[str, ...] = ()) -> TrtexecJob:
     """Both commands (argv lists) for one recipe; raises RecipeError on a flag the recipe's
     TensorRT version lacks."""
     exe = trtexec or recipe.trtexec
@@ -85,7 +90,7 @@ def make_job(recipe: Recipe, plan: BuildPlan, profile: ShapeProfile, onnx_name: 
     if bad:
         raise RecipeError(f"recipe {recipe.name}: trtexec of TensorRT {recipe.tensorrt} has no "
                           f"{', '.join(sorted({b.split('=')[0] for b in bad}))}")
-    return TrtexecJob(recipe, plan, profile, onnx_name, out["engine"], build, bench, out)
+    return TrtexecJob(recipe, plan, profile, onnx_name, out["engine"], build, bench, out, tuple(notes))
 
 
 def render_script(job: TrtexecJob, model: str) -> str:
@@ -116,6 +121,16 @@ fi
 echo "== build {job.engine}"
 {build} 2>&1 | tee {job.outputs['build_log']}
 
+# The engine's sidecar (ENGINE.json), read from the engine, so the runtime loads it.
+PYTHON="${{PYTHON:-python3}}"
+if "$PYTHON" -c "import export.tensorrt" >/dev/null 2>&1; then
+    "$PYTHON" -m export.tensorrt --adopt {shlex.quote(job.engine)} --onnx {shlex.quote(job.onnx)} --plan plan.json
+else
+    echo "note: imlkit is not importable with $PYTHON here: no sidecar written; run" \
+         "python -m export.tensorrt --adopt {shlex.quote(job.engine)} --onnx {shlex.quote(job.onnx)} --plan plan.json" \
+         "where it is (on this device: the engine's GPU)" >&2
+fi
+
 echo "== profile {job.engine}"
 {bench} 2>&1 | tee {job.outputs['bench_log']}
 
@@ -136,30 +151,43 @@ def write_bundle(job: TrtexecJob, model: str, onnx_path: Path, out: Path) -> Pat
         (tmp / "commands.txt").write_text(shlex.join(job.build) + "\n" + shlex.join(job.bench) + "\n", encoding="utf-8")
         (tmp / "plan.json").write_text(json.dumps({
             "model": model, "recipe": job.recipe.name, "tensorrt": job.recipe.tensorrt, "lint": job.recipe.lint,
+            "workspace_mib": job.recipe.workspace_mib, "notes": list(job.notes),
             "plan": job.plan.as_dict(), "profile": job.profile.as_dict(), "outputs": job.outputs,
             "build": job.build, "bench": job.bench}, indent=2) + "\n", encoding="utf-8")
     return out
 
 
 def plan_job(model: str, onnx_path: Path, recipe: Recipe, book: RecipeBook, *, precision: str | None = None,
-             shapes: str | None = None, fp32_nodes: tuple[str, ...] = ()) -> TrtexecJob:
-    """Lint the graph for the recipe's target, plan the build and make the commands."""
+             shapes: str | None = None, fp32_nodes: tuple[str, ...] | None = None) -> TrtexecJob:
+    """Lint the graph for the recipe's target, plan the build and make the commands.
+    ``fp32_nodes`` None: for int8 on 10.x weak typing, the islands ``export.quantize`` left in
+    float (the Q/DQ sidecar's ``extra.precision.unquantized_islands``); none otherwise."""
     graph = load_graph(onnx_path)
     report = check_graph(graph, recipe.lint)
     if not report.ok:
         raise PlanError(f"{onnx_path}: fails the {recipe.lint} lint: {report.problems[0]} "
                         f"({len(report.problems)} problem(s); python -m export.check for all)")
-    missing = unknown_nodes(graph, fp32_nodes)
-    if missing:
-        raise PlanError(f"{onnx_path}: FP32 island node {missing[0]!r} is not in the graph ({len(missing)} unknown)")
-    plan = plan_build(recipe.tensorrt, precision or recipe.precision, GraphPrecision.of(graph), fp32_nodes,
+    side = Sidecar.load(sidecar_path(onnx_path)) if sidecar_path(onnx_path).is_file() else None
+    precision = precision or recipe.precision
+    weak = recipe.major == 10 and not recipe.strongly_typed
+    notes: list[str] = []
+    if fp32_nodes is None:
+        fp32_nodes = int8_islands(side) if side is not None and precision == "int8" and weak else ()
+        if fp32_nodes:
+            notes.append(f"FP32 islands: the {len(fp32_nodes)} node(s) export.quantize left in float")
+    islands = island_layers(graph, fp32_nodes)
+    if weak:
+        notes += islands.notes()
+    layers = islands.layers if weak else tuple(fp32_nodes)
+    plan = plan_build(recipe.tensorrt, precision, GraphPrecision.of(graph), layers,
                       strongly_typed=recipe.strongly_typed)
     name, dims = graph_input(graph)
-    size = None
-    if sidecar_path(onnx_path).is_file():
-        size = tuple(Sidecar.load(sidecar_path(onnx_path)).preprocess.size)
+    size = tuple(side.preprocess.size) if side is not None else None
+    problem = batch_range_problem(dims, recipe.opt_batch, recipe.max_batch) if not shapes else None
+    if problem:
+        notes.append(f"warning: recipe {recipe.name}: {problem}")
     profile = parse_shapes(shapes, name, dims, size=size, opt_batch=recipe.opt_batch, max_batch=recipe.max_batch)
-    return make_job(recipe, plan, profile, onnx_path.name, f"{model}-{plan.precision}", book)
+    return make_job(recipe, plan, profile, onnx_path.name, f"{model}-{plan.precision}", book, notes=tuple(notes))
 
 
 def default_inputs(model: str, recipe: Recipe, precision: str, root: Path = Path("artifacts")) -> tuple[Path, Path | None]:
@@ -200,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             raise PlanError(f"{onnx_path}: ONNX not found (python -m export.onnx --model {args.model}; "
                             "export.fp16 / export.quantize write the .fp16 / .int8 graphs)")
         island_file = args.fp32_nodes or (default_islands if not args.onnx else None)
-        islands = load_fp32_nodes(island_file) if island_file else ()
+        islands = load_fp32_nodes(island_file) if island_file else None
         job = plan_job(args.model, onnx_path, recipe, book, precision=args.precision, shapes=args.shapes,
                        fp32_nodes=islands)
         write_bundle(job, args.model, onnx_path, out)
@@ -209,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if island_file and not args.fp32_nodes:
         print(f"note: FP32 islands from {island_file}")
-    for note in job.plan.notes:
-        print(f"note: {note}")
+    for note in job.plan.notes + job.notes:
+        print(note if note.startswith("warning:") else f"note: {note}")
     print(f"wrote {out}/ ({SCRIPT}, commands.txt, plan.json, {onnx_path.name})")
     print(shlex.join(job.build))
     print(shlex.join(job.bench))

@@ -27,6 +27,8 @@ QDQ = GraphPrecision(0, 8)
 
 
 def _gpu_or_skip():
+    """The GPU, or a skip: checked before anything is planned, so a missing GPU skips on
+    every TensorRT version instead of failing on a plan the version refuses."""
     pytest.importorskip("tensorrt", reason="needs TensorRT (the gpu extra) and an NVIDIA GPU")
     from runtime.backends.tensorrt_backend import query_gpu
     from runtime.errors import RuntimeInputError
@@ -35,6 +37,37 @@ def _gpu_or_skip():
         return query_gpu(0)
     except RuntimeInputError as err:
         pytest.skip(f"needs an NVIDIA GPU: {err}")
+
+
+def _trt_major() -> int:
+    import tensorrt
+
+    return parse_version(tensorrt.__version__)[0]
+
+
+def mixed_precision_copy(onnx_path, islands=()):
+    """The FP16 mixed-precision ONNX of ``onnx_path`` (``export.precision.convert_mixed``, the
+    graph ``export.fp16`` writes), with ``islands`` kept in FP32, and its sidecar: what a
+    strongly typed (11.x) fp16 build needs."""
+    from export.precision import Fp16Islands, convert_mixed, derived_sidecar, write_model_with_sidecar
+
+    model = onnx.load(str(onnx_path))
+    chosen = Fp16Islands()
+    for node in model.graph.node:
+        if node.name in islands:
+            chosen.add(node, "test: kept in FP32")
+    out = onnx_path.with_name(onnx_path.stem + ".fp16.onnx")
+    side = Sidecar.load(sidecar_path(onnx_path))
+    write_model_with_sidecar(convert_mixed(model, chosen), out,
+                             lambda tmp: derived_sidecar(side, tmp, precision="fp16", parity=None, details={}))
+    return out
+
+
+def test_mixed_precision_copy_carries_fp16(tmp_path):
+    pytest.importorskip("onnxruntime", reason="export.precision converts with onnxruntime's float16 tools")
+    path = mixed_precision_copy(make_model(tmp_path))
+    assert GraphPrecision.of(onnx.load(str(path))).float16_tensors > 0
+    assert plan_build("11.4.0.106", "fp16", GraphPrecision.of(onnx.load(str(path)))).strongly_typed
 
 
 # --------------------------------------------------------------------------- build plans
@@ -244,7 +277,11 @@ def test_build_tiny_engine_and_predict(tmp_path, precision):
     from runtime import Predictor
 
     onnx_path = make_model(tmp_path)
+    fp32_path = onnx_path
+    if precision == "fp16" and _trt_major() >= 11:  # strongly typed: the precision is in the graph
+        onnx_path = mixed_precision_copy(onnx_path)
     res = build_engine(onnx_path, tmp_path / "tiny.engine", precision=precision, max_batch=4, opt_batch=2)
+    assert res.plan.strongly_typed == (_trt_major() >= 11)
     build = TensorRTBuild.of(Sidecar.load(res.sidecar))
     assert build.gpu == gpu.name and build.compute_capability == gpu.compute_capability
     assert build.precision == precision and build.profile["max"][0] == 4
@@ -252,7 +289,7 @@ def test_build_tiny_engine_and_predict(tmp_path, precision):
     assert (tmp_path / "tiny.engine.timing-cache").stat().st_size > 0
     rgb = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     engine_pred = Predictor(res.engine).predict_batch([rgb] * 6)  # 6 > max batch 4: chunked
-    onnx_pred = Predictor(onnx_path, providers=["CPUExecutionProvider"]).predict(rgb)
+    onnx_pred = Predictor(fp32_path, providers=["CPUExecutionProvider"]).predict(rgb)
     tol = 1e-2 if precision == "fp32" else 5e-2
     for p in engine_pred:
         assert np.abs(p.prob - onnx_pred.prob).max() < tol and abs(p.score - onnx_pred.score) < tol
@@ -267,7 +304,11 @@ def test_build_seed_model_fp16_with_islands(tmp_path):
     res = export_model("m2sformer", tmp_path / "m2s.onnx", small=True)
     model = onnx.load(str(res.onnx_path))
     islands = tuple(n.name for n in model.graph.node if n.op_type in ("Softmax", "LayerNormalization"))
-    eng = build_engine(res.onnx_path, tmp_path / "m2s.engine", precision="fp16", fp32_nodes=islands)
+    if _trt_major() >= 11:  # the 11.x fp16 path: the mixed-precision ONNX with the islands in FP32
+        eng = build_engine(mixed_precision_copy(res.onnx_path, islands), tmp_path / "m2s.engine", precision="fp16")
+        assert eng.plan.strongly_typed and eng.plan.builder_flags == ()
+    else:
+        eng = build_engine(res.onnx_path, tmp_path / "m2s.engine", precision="fp16", fp32_nodes=islands)
     info = TensorRTBuild.of(Sidecar.load(eng.sidecar))
     if not eng.plan.strongly_typed:
         assert info.fp32_layers > 0 and "OBEY_PRECISION_CONSTRAINTS" in info.builder_flags
