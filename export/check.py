@@ -1,6 +1,8 @@
-"""``python -m export.check MODEL.onnx --target trt10.3|trt10.16|trt11|all``: will TensorRT
+"""``python -m export.check MODEL.onnx --target trt10.3|...|trt11.5|trt11|auto|all``: will TensorRT
 parse this graph? Lints it against the target's ONNX op table and restrictions
 (``export.trt_support``) on a machine without a GPU, before it reaches the device.
+``auto`` takes the TensorRT installed here (its exact release's table); ``trt11`` is the
+newest 11.x target.
 
 Prints every problem with the node it concerns and exits 1 when a target has one; exits 2
 when the file is not a readable ONNX model.
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import onnx
 
-from .trt_support import TARGETS, check_graph
+from .trt_support import ALIASES, TARGETS, Target, check_graph, get_target, installed_version, target_for_version
 from .verify import LintReport
 
 
@@ -31,8 +33,9 @@ def load_graph(path: str | Path) -> onnx.ModelProto:
     return model
 
 
-def format_report(path: Path, target: str, report: LintReport) -> list[str]:
-    t = TARGETS[target]
+def format_report(path: Path, target: str | Target, report: LintReport) -> list[str]:
+    t = get_target(target) if isinstance(target, str) else target
+    target = t.name
     nodes = sum(report.op_counts.values())
     head = (f"{path.name} vs {target} (TensorRT {t.version}, opsets {t.opset_min}-{t.opset_max}): "
             f"opset {report.opset}, {nodes} nodes, {len(report.op_counts)} op types")
@@ -45,23 +48,37 @@ def format_report(path: Path, target: str, report: LintReport) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.check", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="ONNX file")
-    parser.add_argument("--target", action="append", choices=[*TARGETS, "all"],
-                        help="TensorRT target (repeatable; default: all)")
+    parser.add_argument("--target", action="append", choices=[*TARGETS, *ALIASES, "auto", "all"],
+                        help="TensorRT target (repeatable; default: all; auto: the TensorRT installed here)")
     parser.add_argument("--sources", action="store_true", help="print where each target's table comes from")
     args = parser.parse_args(argv)
-    targets = list(TARGETS) if not args.target or "all" in args.target else list(dict.fromkeys(args.target))
+    names = list(TARGETS) if not args.target or "all" in args.target else list(dict.fromkeys(args.target))
+    targets: list[Target] = []
+    for name in names:
+        if name == "auto":
+            version = installed_version()
+            if version is None:
+                print("error: --target auto: TensorRT is not installed here (name a target instead)", file=sys.stderr)
+                return 2
+            try:
+                targets.append(target_for_version(version))
+            except (KeyError, ValueError) as err:
+                print(f"error: --target auto: {str(err).strip(chr(39))}", file=sys.stderr)
+                return 2
+        else:
+            targets.append(get_target(name))
     try:
         model = load_graph(args.model)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     failed = False
-    for name in targets:
-        report = check_graph(model, name)
+    for target in {t.name: t for t in targets}.values():
+        report = check_graph(model, target)
         failed |= not report.ok
-        print("\n".join(format_report(Path(args.model), name, report)))
+        print("\n".join(format_report(Path(args.model), target, report)))
         if args.sources:
-            print("\n".join(f"  source: {s}" for s in TARGETS[name].sources))
+            print("\n".join(f"  source: {s}" for s in target.sources))
     return 1 if failed else 0
 
 

@@ -13,7 +13,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from .trt_plan import PRECISIONS, parse_version
-from .trt_support import TARGETS
+from .trt_support import ALIASES, TARGETS
 
 DEFAULT_RECIPES = Path(__file__).resolve().parents[1] / "engines" / "recipes.toml"
 _KEYS = {"description": str, "tensorrt": str, "lint": str, "precision": str, "strongly_typed": bool,
@@ -83,8 +83,8 @@ def _recipe(path: Path, name: str, d: object) -> Recipe:
             raise RecipeError(f"{path}: recipe {name}: {key} must be {kind.__name__}")
     if d["precision"] not in PRECISIONS:
         raise RecipeError(f"{path}: recipe {name}: precision {d['precision']!r} is not one of {', '.join(PRECISIONS)}")
-    if d["lint"] not in TARGETS:
-        raise RecipeError(f"{path}: recipe {name}: lint {d['lint']!r} is not one of {', '.join(TARGETS)}")
+    if d["lint"] not in TARGETS and d["lint"] not in ALIASES:
+        raise RecipeError(f"{path}: recipe {name}: lint {d['lint']!r} is not one of {', '.join([*TARGETS, *ALIASES])}")
     if not 1 <= d["opt_batch"] <= d["max_batch"]:
         raise RecipeError(f"{path}: recipe {name}: needs 1 <= opt_batch <= max_batch")
     if d["workspace_mib"] < 1 or not 0 <= d["opt_level"] <= 5:

@@ -1,19 +1,24 @@
-"""TensorRT's ONNX support per target version, as data with its sources, and the lint rules
+"""TensorRT's ONNX support per TensorRT release, as data with its sources, and the lint rules
 that check a graph against one target (``python -m export.check`` runs them).
 
-Targets: ``trt10.3`` (JetPack 6 on Jetson Orin), ``trt10.16`` (server GPUs, latest 10.x) and
-``trt11`` (strongly typed 11.x). Where each fact comes from:
+Targets, one per release where the facts differ: ``trt10.3`` (JetPack 6 on Jetson Orin),
+``trt10.8``, ``trt10.12``, ``trt10.16`` (latest 10.x), ``trt11.0``, ``trt11.2``, ``trt11.4``
+and ``trt11.5`` (``trt11`` is an alias of the newest). ``target_for_version`` builds the
+table of any 10.x / 11.x release from the same facts (``auto`` in ``export.check``, and
+``export.tensorrt`` before each build), so a release between two targets (10.4-10.15) gets
+exactly what it has, never the next target's additions.
 
-- ``OPS_10_15``, ``UNSUPPORTED_10_15`` and the restriction rules: the operator table of
-  onnx/onnx-tensorrt ``docs/operators.md`` as released with TensorRT 10.15 GA ("TensorRT
-  10.15 supports operators in the inclusive range of opset 9 to opset 24"), the newest table
-  that could be read. 10.16 and 11.0-11.4 are taken to have the same table and range: the
-  onnx-tensorrt release notes list no operator changes for them, and the first range change
-  after 10.15 is opset 25 in 11.5 ("release/11.5-GA: Added support for ONNX opset 25").
-- What 10.3 lacks: the onnx-tensorrt ``docs/Changelog.md`` entries after 10.3 GA
-  (``ADDED_AFTER_10_3``, Pad tensor axes in 10.4, Einsum ellipsis/diagonal in 10.12, FP4 in
-  10.8). The opset range 9-20 is the one operators.md states for 10.0; no 10.1-10.5 entry
-  changes it (the ONNX submodule moves to 1.17 only in 10.6), so 10.3 keeps 9-20.
+Every fact is one row of ``FEATURES`` (an op, a type, an opset, or a lifted restriction,
+with the first release that has it) naming its source:
+
+- the operator table and restrictions: onnx/onnx-tensorrt ``docs/operators.md`` of 10.15
+  GA ("TensorRT 10.15 supports operators in the inclusive range of opset 9 to opset 24");
+- what changed release by release up to 10.15: the onnx-tensorrt ``docs/Changelog.md``
+  entries (quoted in our words on each row);
+- 11.x additions (Swish in 11.0; DFT through a cuFFT plugin and 5-D GridSample in 11.2;
+  opset 25 and Squeeze without axes in 11.5): the onnx-tensorrt release notes of those
+  releases, as reviewed against NVIDIA's sources in this project's issue 11 (the source
+  index this kit was written with holds the changelog only up to 10.15);
 - TensorRT 11 removes weak typing (precision builder flags, precision constraints, implicit
   INT8 calibration): NVIDIA's "Migrating from TensorRT 10.x to 11.x" guide. That changes how
   engines are built (``export.trt_plan``), not which ops parse.
@@ -39,6 +44,7 @@ from .verify import GraphIndex, LintReport, NodeRule, default_opset, lint
 
 OPERATORS_MD = "onnx/onnx-tensorrt docs/operators.md (TensorRT 10.15 GA)"
 CHANGELOG_MD = "onnx/onnx-tensorrt docs/Changelog.md"
+RELEASE_11 = "onnx-tensorrt release notes (reviewed in issue 11)"
 MIGRATION_11 = "NVIDIA TensorRT docs: Migrating from TensorRT 10.x to 11.x"
 
 #: Ops with "Y" in the operators.md support matrix (TensorRT 10.15).
@@ -61,7 +67,7 @@ Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh TensorScatter Threshol
 TopK Transpose Trilu Unsqueeze Upsample Where Xor
 """.split())
 
-#: Ops with "N" in the same matrix (DFT and Unique among them: never supported).
+#: Ops with "N" in the same matrix (DFT among them: added in 11.2, see FEATURES).
 UNSUPPORTED_10_15 = frozenset("""
 AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor Col2Im CenterCropPad
 Compress ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear ImageDecoder
@@ -72,12 +78,38 @@ SequenceMap SoftmaxCrossEntropyLoss SplitToSequence StringConcat StringNormalize
 TfIdfVectorizer Unique
 """.split())
 
-#: Ops the changelog adds after 10.3 GA, with the release that added them.
-ADDED_AFTER_10_3 = {
-    "BlackmanWindow": "10.4", "HammingWindow": "10.4", "HannWindow": "10.4",
-    "STFT": "10.5", "Attention": "10.14",
-    "RotaryEmbedding": "10.15", "RMSNormalization": "10.15", "TensorScatter": "10.15",
-}
+#: One row per fact: (key, first release that has it, source). Keys: ``op:NAME`` (an op the
+#: 10.15 table lacks or that came after 10.3), ``type:NAME``, ``opset:N`` (highest opset),
+#: ``feature:NAME`` (a restriction lifted). A release has every row up to its version.
+FEATURES: tuple[tuple[str, str, str], ...] = (
+    ("opset:20", "10.0", "operators.md of 10.0: opset 9 to 20"),
+    ("op:BlackmanWindow", "10.4", f"{CHANGELOG_MD} 10.4: Blackman, Hamming and Hann windows added"),
+    ("op:HammingWindow", "10.4", f"{CHANGELOG_MD} 10.4: Blackman, Hamming and Hann windows added"),
+    ("op:HannWindow", "10.4", f"{CHANGELOG_MD} 10.4: Blackman, Hamming and Hann windows added"),
+    ("feature:pad-tensor-axes", "10.4", f"{CHANGELOG_MD} 10.4: Pad takes tensor axes"),
+    ("op:STFT", "10.5", f"{CHANGELOG_MD} 10.5: real-valued STFT added"),
+    ("opset:22", "10.6", f"{CHANGELOG_MD} 10.6: ONNX submodule moved to 1.17 (opset 22)"),
+    ("feature:squeeze-dynamic-axes", "10.7", f"{CHANGELOG_MD} 10.7: Squeeze and Unsqueeze take dynamic axes"),
+    ("type:FLOAT4E2M1", "10.8", f"{CHANGELOG_MD} 10.8: FLOAT4E2M1 for quantized networks"),
+    ("feature:pow-integer-exponent", "10.8", f"{CHANGELOG_MD} 10.8: Pow with integer-typed exponents"),
+    ("feature:groupnorm-opset21", "10.9", f"{CHANGELOG_MD} 10.9: opset-21 GroupNormalization"),
+    ("opset:23", "10.11", f"{CHANGELOG_MD} 10.11: ONNX moved to 1.18 (opset 23)"),
+    ("feature:pow-integer-base", "10.12", f"{CHANGELOG_MD} 10.12: Pow with integer-typed base tensors"),
+    ("feature:einsum-ellipsis-diagonal-broadcast", "10.12",
+     f"{CHANGELOG_MD} 10.12: Einsum ellipses, diagonals and broadcasting"),
+    ("op:Attention", "10.14", f"{CHANGELOG_MD} 10.14: Attention added"),
+    ("op:RotaryEmbedding", "10.15", f"{CHANGELOG_MD} 10.15: RotaryEmbedding, RMSNormalization, TensorScatter added"),
+    ("op:RMSNormalization", "10.15", f"{CHANGELOG_MD} 10.15: RotaryEmbedding, RMSNormalization, TensorScatter added"),
+    ("op:TensorScatter", "10.15", f"{CHANGELOG_MD} 10.15: RotaryEmbedding, RMSNormalization, TensorScatter added"),
+    ("opset:24", "10.15", f"{OPERATORS_MD}: opset 9 to 24"),
+    ("op:Swish", "11.0", f"{RELEASE_11} 11.0: Swish added"),
+    ("op:DFT", "11.2", f"{RELEASE_11} 11.2: DFT added (cuFFT plugin)"),
+    ("feature:gridsample-5d", "11.2", f"{RELEASE_11} 11.2: 5-D GridSample"),
+    ("opset:25", "11.5", f"{RELEASE_11} 11.5: opset 25"),
+    ("feature:squeeze-without-axes", "11.5", f"{RELEASE_11} 11.5: Squeeze without axes"),
+)
+#: The newest release of each major the facts cover; later ones get its table.
+NEWEST = {10: (10, 16), 11: (11, 5)}
 
 #: Tensor types the parser takes ("TensorRT supports the following ONNX data types"); FP8 is
 #: E4M3. DOUBLE is cast down to FLOAT (a warning, not an error).
@@ -288,16 +320,56 @@ def _attention(node: onnx.NodeProto, index: GraphIndex) -> Iterable[str]:
             yield f"Attention attribute {name} is unsupported"
 
 
+def _ranks_and_types(index: GraphIndex) -> tuple[dict[str, int], dict[str, int]]:
+    """Rank and element type of every tensor shape inference knows (computed once per lint)."""
+    cached = getattr(index, "_trt_ranks_types", None)
+    if cached is None:
+        try:
+            g = onnx.shape_inference.infer_shapes(index.model).graph
+        except Exception:  # a graph inference rejects: the declared shapes only
+            g = index.model.graph
+        ranks, types = {}, {}
+        for v in list(g.input) + list(g.output) + list(g.value_info):
+            t = v.type.tensor_type
+            if t.HasField("shape"):
+                ranks[v.name] = len(t.shape.dim)
+            types[v.name] = t.elem_type
+        for init in g.initializer:
+            ranks[init.name], types[init.name] = len(init.dims), init.data_type
+        cached = (ranks, types)
+        object.__setattr__(index, "_trt_ranks_types", cached)
+    return cached
+
+
+def _dims(index: GraphIndex, name: str) -> list[int | None] | None:
+    for v in list(index.model.graph.input) + list(index.model.graph.value_info):
+        if v.name == name and v.type.tensor_type.HasField("shape"):
+            return [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+    init = index.initializers.get(name)
+    return list(init.dims) if init is not None else None
+
+
 def _einsum_before_10_12(node: onnx.NodeProto, index: GraphIndex) -> Iterable[str]:
     if node.op_type != "Einsum":
         return
     equation = _text(_attrs(node).get("equation", "")).replace(" ", "")
     if "..." in equation:
         yield "Einsum ellipsis needs TensorRT 10.12+"
-    for term in equation.split("->")[0].split(","):
+    terms = equation.split("->")[0].split(",")
+    for term in terms:
         letters = term.replace("...", "")
         if len(set(letters)) != len(letters):
             yield f"Einsum diagonal ({term}) needs TensorRT 10.12+"
+    sizes: dict[str, set[int]] = {}
+    for term, name in zip(terms, node.input):
+        dims = _dims(index, name)
+        if dims is None or "..." in term or len(dims) != len(term):
+            continue
+        for letter, d in zip(term, dims):
+            if d:
+                sizes.setdefault(letter, set()).add(d)
+    if any(len(v) > 1 and 1 in v for v in sizes.values()):
+        yield "Einsum broadcasting (a size-1 dimension against a larger one) needs TensorRT 10.12+"
 
 
 def _group_norm_opset21_before_10_9(node: onnx.NodeProto, index: GraphIndex) -> Iterable[str]:
@@ -305,39 +377,117 @@ def _group_norm_opset21_before_10_9(node: onnx.NodeProto, index: GraphIndex) -> 
         yield "opset-21 GroupNormalization needs TensorRT 10.9+"
 
 
+def _integer_pow(exponent: bool, base: bool) -> NodeRule:
+    def rule(node: onnx.NodeProto, index: GraphIndex) -> Iterable[str]:
+        if node.op_type != "Pow":
+            return
+        _, types = _ranks_and_types(index)
+        integer = {TensorProto.INT32, TensorProto.INT64, TensorProto.INT8, TensorProto.UINT8}
+        if base and types.get(_input(node, 0)) in integer:
+            yield "Pow with an integer base needs TensorRT 10.12+"
+        if exponent and types.get(_input(node, 1)) in integer:
+            yield "Pow with an integer exponent needs TensorRT 10.8+"
+    return rule
+
+
+def _gridsample_4d(node: onnx.NodeProto, index: GraphIndex) -> Iterable[str]:
+    if node.op_type == "GridSample":
+        rank = _ranks_and_types(index)[0].get(_input(node, 0))
+        if rank is not None and rank != 4:
+            yield f"GridSample input is {rank}-D; before TensorRT 11.2 only 4-D is supported (5-D from 11.2)"
+
+
+def _gridsample_rank(node: onnx.NodeProto, index: GraphIndex) -> Iterable[str]:
+    if node.op_type == "GridSample":
+        rank = _ranks_and_types(index)[0].get(_input(node, 0))
+        if rank is not None and rank not in (4, 5):
+            yield f"GridSample input is {rank}-D; only 4-D or 5-D is supported"
+
+
+def _attention_ranks(node: onnx.NodeProto, index: GraphIndex) -> Iterable[str]:
+    if node.op_type != "Attention":
+        return
+    ranks = _ranks_and_types(index)[0]
+    for k, label in ((0, "Q"), (1, "K"), (2, "V"), (3, "attn_mask")):
+        name = _input(node, k)
+        if name and ranks.get(name) is not None and ranks[name] != 4:
+            yield f"Attention {label} is {ranks[name]}-D; Q, K, V and attn_mask must be 4-D"
+
+
+def _squeeze_without_axes(node: onnx.NodeProto, index: GraphIndex) -> Iterable[str]:
+    if node.op_type == "Squeeze":
+        axes = _input(node, 1) if index.opset >= 13 else ("attr" if "axes" in _attrs(node) else "")
+        if not axes:
+            yield "Squeeze without axes needs TensorRT 11.5+"
+
+
 COMMON_RULES: tuple[NodeRule, ...] = (
     _resize, _reduce_axes, _scatter_nd, _pooling, _dropout, _lstm, _zero_point, _constant_attrs,
-    _topk, _attention,
+    _topk, _attention, _attention_ranks,
     _single_output("LayerNormalization", "Y"),
     _constant_input("CumSum", 1, "axis"),
-    _constant_input("Squeeze", 1, "axes"),
-    _constant_input("Unsqueeze", 1, "axes"),
     _constant_input("OneHot", 1, "depth"),
 )
 
+#: The rule of each restriction a release lifts (``feature:`` rows of FEATURES): applied
+#: to every release before it.
+RESTRICTIONS: dict[str, tuple[NodeRule, ...]] = {
+    "feature:pad-tensor-axes": (_constant_input("Pad", 3, "axes (tensor axes need 10.4+)"),),
+    "feature:squeeze-dynamic-axes": (_constant_input("Squeeze", 1, "axes (dynamic axes need 10.7+)"),
+                                     _constant_input("Unsqueeze", 1, "axes (dynamic axes need 10.7+)")),
+    "feature:pow-integer-exponent": (_integer_pow(exponent=True, base=False),),
+    "feature:groupnorm-opset21": (_group_norm_opset21_before_10_9,),
+    "feature:pow-integer-base": (_integer_pow(exponent=False, base=True),),
+    "feature:einsum-ellipsis-diagonal-broadcast": (_einsum_before_10_12,),
+    "feature:gridsample-5d": (_gridsample_4d,),
+    "feature:squeeze-without-axes": (_squeeze_without_axes,),
+}
 
-def _target(name: str, version: str, description: str, opset: tuple[int, int], *,
-            missing: dict[str, str], extra_rules: tuple[NodeRule, ...] = (),
-            types: frozenset[int] = TYPES_10_15, sources: tuple[str, ...]) -> Target:
-    supported = OPS_10_15 - set(missing)
-    rules = (_op_support(name, version, supported, UNSUPPORTED_10_15, missing),) + COMMON_RULES + extra_rules
-    return Target(name, version, description, opset[0], opset[1], supported, UNSUPPORTED_10_15,
-                  types, dict(missing), rules, sources)
+
+def _key(version: str) -> tuple[int, int]:
+    major, minor = parse_version(version)
+    return major, minor
+
+
+def make_target(version: str, name: str | None = None, description: str = "") -> Target:
+    """The lint target of TensorRT ``version`` (10.x or 11.x): every FEATURES row up to it."""
+    major, minor = _key(version)
+    if major not in NEWEST:
+        raise KeyError(f"TensorRT {version} has no lint target (10.x and 11.x only)")
+    here = min((major, minor), NEWEST[major])
+    has = [row for row in FEATURES if _key(row[1]) <= here]
+    lacks = [row for row in FEATURES if _key(row[1]) > here]
+    since = {key[3:]: v for key, v, _ in lacks if key.startswith("op:")}
+    added = {key[3:] for key, _, _ in has if key.startswith("op:")}
+    supported = (OPS_10_15 | added) - set(since)
+    unsupported = UNSUPPORTED_10_15 - added
+    types = set(TYPES_10_15) - {getattr(TensorProto, key[5:]) for key, _, _ in lacks if key.startswith("type:")}
+    opset_max = max(int(key[6:]) for key, _, _ in has if key.startswith("opset:"))
+    label = name or f"trt{major}.{minor}"
+    shown = f"{major}.{minor}"
+    rules = (_op_support(label, shown, frozenset(supported), unsupported, since),) + COMMON_RULES
+    for key, _, _ in lacks:
+        rules += RESTRICTIONS.get(key, ())
+    if (major, minor) >= (11, 2):
+        rules += (_gridsample_rank,)
+    sources = ((OPERATORS_MD,) + tuple(f"has ({v}+): {src}" for _, v, src in has)
+               + tuple(f"lacks ({v}+): {src}" for _, v, src in lacks) + ((MIGRATION_11,) if major >= 11 else ()))
+    return Target(label, shown, description or f"TensorRT {shown}", 9, opset_max, frozenset(supported),
+                  frozenset(unsupported), frozenset(types), since, rules, tuple(dict.fromkeys(sources)))
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    _target("trt10.3", "10.3", "Jetson Orin, JetPack 6 (TensorRT 10.3)", (9, 20),
-            missing=ADDED_AFTER_10_3,
-            extra_rules=(_constant_input("Pad", 3, "axes (tensor axes need 10.4+)"),
-                         _einsum_before_10_12, _group_norm_opset21_before_10_9),
-            types=TYPES_10_15 - {TensorProto.FLOAT4E2M1},
-            sources=(OPERATORS_MD, f"{CHANGELOG_MD}: 10.4-10.15 entries (ops and features after 10.3)",
-                     "operators.md for 10.0: opset 9 to 20")),
-    _target("trt10.16", "10.16", "server GPU, latest TensorRT 10.x", (9, 24), missing={},
-            sources=(OPERATORS_MD, f"{CHANGELOG_MD}: no operator change listed after 10.15")),
-    _target("trt11", "11", "server GPU, TensorRT 11.x (strongly typed)", (9, 24), missing={},
-            sources=(OPERATORS_MD, "onnx-tensorrt release/11.5-GA: opset 25 from 11.5", MIGRATION_11)),
+    make_target("10.3", description="Jetson Orin, JetPack 6 (TensorRT 10.3)"),
+    make_target("10.8", description="TensorRT 10.8 (FP4, integer Pow exponents, dynamic Squeeze axes)"),
+    make_target("10.12", description="TensorRT 10.12 (Einsum ellipsis/diagonal/broadcasting, integer Pow bases)"),
+    make_target("10.16", description="server GPU, latest TensorRT 10.x"),
+    make_target("11.0", description="TensorRT 11.0 (strongly typed; Swish)"),
+    make_target("11.2", description="TensorRT 11.2 (DFT, 5-D GridSample)"),
+    make_target("11.4", description="TensorRT 11.4"),
+    make_target("11.5", description="TensorRT 11.5 (opset 25, Squeeze without axes)"),
 )}
+#: Other names a target answers to: ``trt11`` is the newest 11.x.
+ALIASES = {"trt11": f"trt{NEWEST[11][0]}.{NEWEST[11][1]}"}
 
 
 # --------------------------------------------------------------------------------------- #
@@ -346,10 +496,12 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
 
 
 def get_target(name: str) -> Target:
+    """A target by name (``trt11`` and other aliases resolved); KeyError naming the known ones."""
+    name = ALIASES.get(name, name)
     try:
         return TARGETS[name]
     except KeyError:
-        raise KeyError(f"unknown target {name!r}; known: {', '.join(TARGETS)}") from None
+        raise KeyError(f"unknown target {name!r}; known: {', '.join([*TARGETS, *ALIASES])}") from None
 
 
 def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -392,12 +544,28 @@ def check_graph(model: onnx.ModelProto, target: Target | str) -> LintReport:
 
 
 def target_for_version(version: str) -> Target:
-    """The lint target that stands for a TensorRT release: 11.x -> trt11, 10.0-10.3 -> trt10.3
-    (the closest older table), 10.4 and later -> trt10.16 (the parser on the build machine
-    has the last word on ops added between them)."""
-    major, minor = parse_version(version)
-    if major >= 11:
-        return TARGETS["trt11"]
-    if major == 10:
-        return TARGETS["trt10.3"] if minor <= 3 else TARGETS["trt10.16"]
-    raise KeyError(f"TensorRT {version} has no lint target (10.x and 11.x only)")
+    """The lint target of a TensorRT release: its exact table from FEATURES (10.4-10.15 get
+    what they have, not the next target's additions); releases past the newest of their
+    major (10.16, 11.5) get that one's."""
+    major, minor = _key(version)
+    for t in TARGETS.values():
+        if _key(t.version) == (major, minor):
+            return t
+    return make_target(version)
+
+
+def installed_version() -> str | None:
+    """The TensorRT version installed here (pip wheel or a system install such as JetPack's
+    python3-libnvinfer), or None."""
+    from importlib import metadata
+
+    for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings", "tensorrt-cu12-bindings"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        import tensorrt
+    except (ImportError, OSError):
+        return None
+    return str(getattr(tensorrt, "__version__", "")) or None

@@ -1,5 +1,6 @@
 """The TensorRT op-support lint (``export.check`` / ``export.trt_support``): every registered
-model's export passes all three targets; planted graphs fail and name their node."""
+model's export passes every target; planted graphs fail and name their node; each release
+gets the facts up to it (DFT from 11.2, Swish from 11.0, dynamic Squeeze axes from 10.7, ...)."""
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from export.check import main as check_main
-from export.trt_support import TARGETS, check_graph, get_target, target_for_version
+from export import trt_support
+from export.trt_support import FEATURES, TARGETS, check_graph, get_target, target_for_version
 from export.verify import FORBIDDEN_OPS, lint
 from train.models import list_models
 
@@ -86,19 +88,52 @@ def test_cli_passes_a_seed_model_for_all_targets(seed_exports):
 
 
 @pytest.mark.parametrize("target", ALL)
-def test_dft_fails_everywhere_naming_the_node(target):
+def test_dft_parses_from_11_2_only_naming_the_node(target):
     report = check_graph(dft_graph(), target)
-    assert not report.ok
-    assert any("planted_dft" in p and "DFT" in p for p in report.problems)
+    if target in ("trt11.2", "trt11.4", "trt11.5"):
+        assert report.ok, report.problems
+    else:
+        assert any("planted_dft" in p and "DFT needs TensorRT 11.2+" in p for p in report.problems), report.problems
 
 
-def test_opset23_attention_fails_trt10_3_only():
+def test_check_cli_dft_per_release(tmp_path, capsys):
+    path = tmp_path / "dft.onnx"
+    onnx.save(dft_graph(), str(path))
+    assert check_main([str(path), "--target", "trt11.0"]) == 1
+    assert check_main([str(path), "--target", "trt11.2"]) == 0
+    assert check_main([str(path), "--target", "trt10.3"]) == 1
+    assert check_main([str(path), "--target", "trt11"]) == 0  # the newest 11.x
+    out = capsys.readouterr().out
+    assert out.count("planted_dft") == 2 and "vs trt11.5 " in out
+
+
+def test_auto_takes_the_installed_release(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "dft.onnx"
+    onnx.save(dft_graph(), str(path))
+    monkeypatch.setattr(trt_support, "installed_version", lambda: "11.3.0.99")
+    import export.check as check
+
+    monkeypatch.setattr(check, "installed_version", lambda: "11.3.0.99")
+    assert check_main([str(path), "--target", "auto"]) == 0
+    assert "vs trt11.3 (TensorRT 11.3" in capsys.readouterr().out
+    monkeypatch.setattr(check, "installed_version", lambda: None)
+    assert check_main([str(path), "--target", "auto"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --target auto") and len(err.splitlines()) == 1
+
+
+def test_opset23_attention_needs_10_14():
     model = attention_graph()
     report = check_graph(model, "trt10.3")
     assert any("planted_attention" in p and "10.14" in p for p in report.problems)
     assert any("opset 23" in p and "9-20" in p for p in report.problems)
-    for target in ("trt10.16", "trt11"):
+    assert any("10.14" in p for p in check_graph(model, "trt10.12").problems)
+    for target in ("trt10.16", "trt11.0", "trt11"):
         assert check_graph(model, target).ok, target
+    # a release between the targets gets exactly its own table
+    assert target_for_version("10.14.1.48").supports("Attention")
+    assert not target_for_version("10.13.3").supports("Attention")
+    assert not check_graph(model, target_for_version("10.13.3")).ok and check_graph(model, target_for_version("10.15")).ok
     # the kit-wide export lint still forbids the Attention op
     assert not lint(model).ok and "Attention" in FORBIDDEN_OPS
 
@@ -168,16 +203,81 @@ def test_unlisted_op_and_unsupported_type():
 
 
 def test_table_facts():
+    assert set(TARGETS) == {"trt10.3", "trt10.8", "trt10.12", "trt10.16", "trt11.0", "trt11.2", "trt11.4", "trt11.5"}
     for t in TARGETS.values():
-        assert not t.supports("DFT") and not t.supports("Unique")
-        assert t.supports("Conv") and t.supports("LayerNormalization") and t.sources
+        assert not t.supports("Unique") and t.supports("Conv") and t.supports("LayerNormalization") and t.sources
     assert (get_target("trt10.3").opset_min, get_target("trt10.3").opset_max) == (9, 20)
-    assert get_target("trt10.16").opset_max == get_target("trt11").opset_max == 24
+    assert get_target("trt10.16").opset_max == get_target("trt11.4").opset_max == 24
+    assert get_target("trt11.5").opset_max == 25 and get_target("trt11").name == "trt11.5"
     assert not get_target("trt10.3").supports("Attention") and get_target("trt10.16").supports("Attention")
-    assert target_for_version("10.3.0.30").name == "trt10.3"
-    assert target_for_version("10.16.1").name == "trt10.16" and target_for_version("11.4").name == "trt11"
+    assert not get_target("trt10.16").supports("Swish") and get_target("trt11.0").supports("Swish")
+    assert not get_target("trt11.0").supports("DFT") and get_target("trt11.2").supports("DFT")
+    assert target_for_version("10.3.0.30").name == "trt10.3" and target_for_version("10.6").name == "trt10.6"
+    assert target_for_version("10.16.1").name == "trt10.16" and target_for_version("11.4.0.106").name == "trt11.4"
+    assert target_for_version("10.17").version == "10.17" and not target_for_version("10.17").supports("Swish")
+    assert all(src for _, _, src in FEATURES) and all(any(s.endswith(src) for s in get_target("trt11.5").sources)
+                                                      for _, _, src in FEATURES)
     with pytest.raises(KeyError):
         get_target("trt9")
+    with pytest.raises(KeyError):
+        target_for_version("8.6")
+
+
+def _lint(nodes, inputs, outputs, target, opset=17, inits=()):
+    return check_graph(_graph(nodes, inputs, outputs, opset=opset, initializers=inits), target)
+
+
+def test_swish_from_11_0():
+    node = helper.make_node("Swish", ["x"], ["y"], name="planted_swish")
+    for target, ok in (("trt10.16", False), ("trt11.0", True)):
+        report = check_graph(helper.make_model(helper.make_graph([node], "g", [_vi("x", [1, 4])], [_vi("y", [1, 4])]),
+                                               opset_imports=[helper.make_opsetid("", 24)]), target)
+        assert report.ok == ok, (target, report.problems)
+
+
+def test_gridsample_5d_from_11_2():
+    node = helper.make_node("GridSample", ["x", "g"], ["y"], name="planted_grid")
+    five = dict(nodes=[node], inputs=[_vi("x", [1, 2, 4, 4, 4]), _vi("g", [1, 4, 4, 4, 3])],
+                outputs=[_vi("y", [1, 2, 4, 4, 4])], opset=20)
+    four = dict(nodes=[node], inputs=[_vi("x", [1, 2, 4, 4]), _vi("g", [1, 4, 4, 2])], outputs=[_vi("y", [1, 2, 4, 4])],
+                opset=20)
+    assert any("planted_grid" in p and "4-D" in p for p in _lint(target="trt11.0", **five).problems)
+    assert _lint(target="trt11.2", **five).ok and _lint(target="trt10.3", **four).ok
+
+
+def test_squeeze_axes_dynamic_from_10_7_and_absent_from_11_5():
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Slice", ["s", "st", "en"], ["axes"]),
+             helper.make_node("Squeeze", ["x", "axes"], ["y"], name="planted_squeeze")]
+    inits = [_const("st", [0]), _const("en", [1])]
+    dynamic = dict(nodes=nodes, inputs=[_vi("x", [1, 3])], outputs=[_vi("y", ["a"])], inits=inits)
+    assert any("planted_squeeze" in p and "10.7" in p for p in _lint(target="trt10.3", **dynamic).problems)
+    assert _lint(target="trt10.8", **dynamic).ok
+    bare = dict(nodes=[helper.make_node("Squeeze", ["x"], ["y"], name="planted_bare")], inputs=[_vi("x", [1, 3])],
+                outputs=[_vi("y", [3])])
+    assert any("planted_bare" in p and "11.5" in p for p in _lint(target="trt11.4", **bare).problems)
+    assert _lint(target="trt11.5", **bare).ok
+
+
+def test_integer_pow_and_einsum_broadcasting_before_10_12():
+    pow_int_base = dict(nodes=[helper.make_node("Pow", ["x", "e"], ["y"], name="planted_pow")],
+                        inputs=[_vi("x", [4], TensorProto.INT32), _vi("e", [4])], outputs=[_vi("y", [4], TensorProto.INT32)])
+    assert any("integer base" in p for p in _lint(target="trt10.8", **pow_int_base).problems)
+    assert _lint(target="trt10.12", **pow_int_base).ok
+    pow_int_exp = dict(nodes=[helper.make_node("Pow", ["x", "e"], ["y"], name="planted_pow")],
+                       inputs=[_vi("x", [4]), _vi("e", [4], TensorProto.INT64)], outputs=[_vi("y", [4])])
+    assert any("integer exponent" in p for p in _lint(target="trt10.3", **pow_int_exp).problems)
+    assert _lint(target="trt10.8", **pow_int_exp).ok
+    einsum = dict(nodes=[helper.make_node("Einsum", ["a", "b"], ["y"], name="planted_einsum", equation="bij,bjk->bik")],
+                  inputs=[_vi("a", [1, 3, 4]), _vi("b", [5, 4, 2])], outputs=[_vi("y", [5, 3, 2])])
+    assert any("broadcasting" in p for p in _lint(target="trt10.8", **einsum).problems)
+    assert _lint(target="trt10.12", **einsum).ok
+
+
+def test_attention_inputs_must_be_4d():
+    names = ["q", "k", "v"]
+    node = helper.make_node("Attention", names, ["y"], name="planted_attention", q_num_heads=2, kv_num_heads=2)
+    report = _lint([node], [_vi(n, [1, 4, 16]) for n in names], [_vi("y", [1, 4, 16])], "trt11.4", opset=23)
+    assert any("planted_attention" in p and "4-D" in p for p in report.problems)
 
 
 def test_cli_exit_codes(tmp_path, capsys):
