@@ -2,11 +2,15 @@
 files trtexec writes on the device (``--exportTimes``, ``--exportProfile``; the script of
 ``python -m export.trtexec`` asks for both) into a latency summary and a per-layer top-N.
 
-``--exportTimes``: one record per timed inference (after warm-up) with ``latencyMs`` (H2D +
-compute + D2H, trtexec's "Latency") and ``computeMs`` (GPU compute), plus ``h2dMs`` /
-``d2hMs`` (TensorRT < 10 named them ``inMs`` / ``outMs``). ``--exportProfile``: a
-``{"count": N}`` header, then one record per layer with ``name``, ``timeMs`` (total),
-``averageMs``, ``medianMs`` (TensorRT >= 8.6) and ``percentage``.
+The fields are those trtexec writes in TensorRT 10.x and 11.x (``samples/common/
+sampleReporting.cpp``: ``exportJSONTrace`` and ``Profiler::exportJSONProfile``, the same in
+10.3, 10.16 and 11.1). ``--exportTimes``: one record per timed inference (after warm-up)
+with the timestamps ``startEnqMs``/``endEnqMs``, ``startH2dMs``/``endH2dMs``,
+``startComputeMs``/``endComputeMs``, ``startD2hMs``/``endD2hMs`` and the intervals
+``h2dMs``, ``computeMs`` (GPU compute), ``d2hMs`` and ``latencyMs`` (H2D + compute + D2H,
+trtexec's "Latency"). ``--exportProfile``: a ``{"count": N}`` header (profiled runs), then one
+record per layer with ``name``, ``timeMs`` (total), ``averageMs``, ``medianMs`` and
+``percentage``.
 Summaries: mean / median / p90 / p99 of each timing, and the N slowest layers by average
 time; ``--png`` draws the top layers as a bar chart, ``--json`` writes the summary.
 """
@@ -23,8 +27,8 @@ import numpy as np
 
 from runtime.atomic import atomic_write, atomic_write_bytes
 
-TIMING_KEYS = (("latency", ("latencyMs",)), ("compute", ("computeMs",)), ("h2d", ("h2dMs", "inMs")),
-               ("d2h", ("d2hMs", "outMs")))
+#: (label, key) of each interval trtexec writes per inference.
+TIMING_KEYS = (("latency", "latencyMs"), ("compute", "computeMs"), ("h2d", "h2dMs"), ("d2h", "d2hMs"))
 
 
 class TrtexecJSONError(ValueError):
@@ -85,9 +89,8 @@ def summarize_times(records: Any, source: str = "<times>") -> dict[str, Stats]:
     if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
         raise TrtexecJSONError(f"{source}: expected a non-empty list of per-inference records")
     out: dict[str, Stats] = {}
-    for label, keys in TIMING_KEYS:
-        key = next((k for k in keys if k in records[0]), None)
-        if key is None:
+    for label, key in TIMING_KEYS:
+        if key not in records[0]:
             continue
         try:
             values = np.array([float(r[key]) for r in records])

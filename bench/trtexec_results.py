@@ -2,10 +2,12 @@
 
 trtexec (TensorRT's command-line runner, see ``engines/``) writes, on request:
 - ``--exportTimes=F``: a list with one object per timed inference, with the intervals
-  ``latencyMs`` (host-to-device + compute + device-to-host), ``computeMs``, ``inMs``, ``outMs``
-  and ``endToEndMs`` beside the timestamps;
+  ``latencyMs`` (host-to-device + compute + device-to-host), ``computeMs``, ``h2dMs`` and
+  ``d2hMs`` beside the start/end timestamps of enqueue, H2D, compute and D2H;
 - ``--exportProfile=F``: a list whose first object is ``{"count": N}`` (profiled runs) and
-  whose others are layers: ``name``, ``timeMs`` (total), ``averageMs``, ``percentage``.
+  whose others are layers: ``name``, ``timeMs`` (total), ``averageMs``, ``medianMs``,
+  ``percentage``.
+Those are the fields of TensorRT 10.x and 11.x trtexec (``samples/common/sampleReporting.cpp``).
 
 ``parse_spec`` reads the report's ``--trtexec [MODEL[:LABEL]=]PATH`` argument; without a
 model the file name must start with a registered model name (``m2sformer.fp16.times.json``:
@@ -85,7 +87,7 @@ def read_trtexec(spec: TrtexecSpec) -> dict[str, Any]:
                          "percentage": float(d.get("percentage", 0.0))} for d in top]}
     if all("latencyMs" in d for d in data):
         out = {"kind": "trtexec_times", **base, "inferences": len(data)}
-        for key in ("latencyMs", "computeMs", "endToEndMs"):
+        for key in ("latencyMs", "computeMs", "h2dMs", "d2hMs"):
             values = [d[key] for d in data if isinstance(d.get(key), (int, float))]
             if values:
                 out[key] = {k: v for k, v in percentiles(values).items()}
