@@ -315,3 +315,14 @@ def test_build_seed_model_fp16_with_islands(tmp_path):
     assert eng.parity is not None and np.isfinite(eng.parity.max_abs_diff)
     side = Sidecar.load(eng.sidecar)
     assert replace(side, extra={}).artifact.sha256 == sha256_file(eng.engine)
+
+
+def test_batch_range_for_a_static_batch_export_is_an_error(tmp_path, capsys):
+    onnx_path = make_model(tmp_path, batch=1)
+    assert tensorrt_main([str(onnx_path), "--out", str(tmp_path / "t.engine"), "--max-batch", "32"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "static batch of 1" in err and "--batch dynamic" in err and len(err.splitlines()) == 1
+    from export.trt_shapes import batch_range_problem
+
+    assert batch_range_problem((1, 3, 32, 32), 1, 1) is None and batch_range_problem(("batch", 3, 32, 32), 8, 32) is None
+    assert "opt 8 / max 32" in batch_range_problem((1, 3, 32, 32), 8, 32)

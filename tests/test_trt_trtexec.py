@@ -213,3 +213,16 @@ def test_default_inputs_pick_the_graph_that_carries_the_precision(book, tmp_path
     (tmp_path / "m.fp16.islands.json").write_text("[]")
     assert default_inputs("m", jetson, "fp16", tmp_path) == (tmp_path / "m.onnx", tmp_path / "m.fp16.islands.json")
     assert default_inputs("m", jetson, "fp32", tmp_path) == (tmp_path / "m.onnx", None)
+
+
+def test_server_batch_range_on_a_static_batch_export_is_said(book, tmp_path, capsys):
+    static = make_model(tmp_path, name="b1.onnx", batch=1)
+    job = plan_job("tiny", static, book.get("server-trt10"), book, precision="fp16")
+    assert job.profile.max[0] == 1 and len(job.notes) == 1
+    assert job.notes[0].startswith("warning: recipe server-trt10: batch range opt 8 / max 32") and "--batch dynamic" in job.notes[0]
+    assert plan_job("tiny", static, book.get("jetson-orin-trt10.3"), book).notes == ()  # batch 1 / 1 fits
+    out = tmp_path / "bundle"
+    assert trtexec_main(["--model", "tiny", "--onnx", str(static), "--target", "server-trt10", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert sum(line.startswith("warning: recipe server-trt10") for line in printed.splitlines()) == 1
+    assert json.loads((out / "plan.json").read_text())["notes"] == list(job.notes)
