@@ -2,7 +2,9 @@
 
 Input: one or more JSON files written by ``pytest bench/ --benchmark-json FILE`` (each is one
 run on one machine; every ratio is taken inside one run, never across runs), and optionally
-trtexec exports (``--trtexec [MODEL[:LABEL]=]PATH``, see ``bench.trtexec_results``).
+trtexec exports (``--trtexec [MODEL[:LABEL]=]PATH``, see ``bench.trtexec_results``) and the JSON
+of the device checklist (``--device-check FILE``, written by ``engines/device_check.py`` on a GPU;
+alone, without ``--json``, the report holds only that).
 Output in ``--out``: ``report.md`` and the PNGs it links (latency, speed-up, memory, scaling,
 batch sweep, params vs GMACs with the papers' points, TransForensics' branches).
 
@@ -161,9 +163,36 @@ def backends_in(rows: list[dict[str, Any]]) -> list[str]:
 # --------------------------------------------------------------------------- report
 
 
+DEVICE_SCHEMA = "imlkit-device-check"  # engines/device_check.py
+DEVICE_ENGINE_KEYS = ("precision", "built")
+
+
+def read_device_check(path: str | Path) -> dict[str, Any]:
+    """The JSON of ``engines/device_check.py`` (schema imlkit-device-check, version 1);
+    ReportError (one line naming the file) when it is not one."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{path}: file not found") from None
+    except (OSError, ValueError) as err:
+        raise ReportError(f"{path}: not JSON ({' '.join(str(err).split())})") from None
+    if not isinstance(data, dict) or data.get("schema") != DEVICE_SCHEMA:
+        raise ReportError(f"{path}: not a device checklist (schema {DEVICE_SCHEMA!r}, engines/device_check.py)")
+    if data.get("version") != 1:
+        raise ReportError(f"{path}: device checklist version {data.get('version')!r}, this report reads 1")
+    machine, engines = data.get("machine"), data.get("engines")
+    if not isinstance(machine, dict) or not isinstance(engines, list) or not all(
+            isinstance(e, dict) and all(k in e for k in DEVICE_ENGINE_KEYS) for e in engines):
+        raise ReportError(f"{path}: a device checklist needs machine and engines (each with precision and built)")
+    return {**data, "file": str(path)}
+
+
 class Report:
-    def __init__(self, runs: list[Run], trtexec: list[dict[str, Any]], tolerance: float, out: Path) -> None:
+    def __init__(self, runs: list[Run], trtexec: list[dict[str, Any]], tolerance: float, out: Path,
+                 device: list[dict[str, Any]] | None = None) -> None:
         self.runs, self.trtexec, self.tol, self.out = runs, trtexec, tolerance, out
+        self.device = device or []
         self.plots: dict[str, Any] = {}  # file name -> matplotlib figure
         self.lines: list[str] = []
 
@@ -211,6 +240,7 @@ class Report:
         self.section_tables()
         self.section_variants()
         self.section_trtexec()
+        self.section_device()
         self.section_missing()
         return "\n".join(self.lines) + "\n"
 
@@ -638,13 +668,36 @@ class Report:
                                                        num(t["percentage"], ".1f")] for t in r["top"]]), "")
 
 
+    def section_device(self) -> None:
+        if not self.device:
+            return
+        self.add("## TensorRT on the device (engines/device_check.py)", "",
+                 "Engines built and run on the GPU named, against onnxruntime CPU on the same synthetic images "
+                 "(FP32 ONNX as the reference; mask IoU at the model's threshold). Measured there, not in the runs "
+                 "above: no ratio against them.", "")
+        rows = []
+        for d in self.device:
+            m = d["machine"]
+            where = f"{m.get('gpu', '?')} (sm {m.get('compute_capability', '?')}), TensorRT {m.get('tensorrt', '?')}"
+            for e in d["engines"]:
+                par, tx = e.get("parity") or {}, e.get("trtexec") or {}
+                rows.append([d.get("model", "?"), where, e["precision"], "yes" if e["built"] else "no",
+                             num(e.get("build_seconds"), ".1f"), num(par.get("max_abs_prob"), ".2e"),
+                             num(par.get("mask_iou"), ".4f"), num(par.get("flipped"), ".4f"),
+                             num(tx.get("latency_p50_ms"), ".3f"), num(tx.get("latency_p99_ms"), ".3f"),
+                             e.get("error") or ""])
+        self.add(md(["model", "device", "precision", "built", "build s", "max |prob diff|", "mask IoU",
+                     "flipped share", "trtexec p50 ms", "p99 ms", "problem"], rows), "")
+
+
 # --------------------------------------------------------------------------- CLI
 
 
 def write_report(json_paths: list[Path], out: Path, trtexec_specs: list[str] | None = None,
-                 tolerance: float = 0.10) -> Path:
+                 tolerance: float = 0.10, device_checks: list[Path] | None = None) -> Path:
     """Render ``report.md`` and its PNGs into ``out``; raises ReportError / TrtexecError on bad input."""
     runs = [load_run(Path(p), i + 1) for i, p in enumerate(json_paths)]  # bad input fails before heavy imports
+    device = [read_device_check(p) for p in device_checks or []]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -653,7 +706,7 @@ def write_report(json_paths: list[Path], out: Path, trtexec_specs: list[str] | N
     from train.models import list_models
 
     trt = [read_trtexec(parse_spec(s, list_models())) for s in trtexec_specs or []]
-    report = Report(runs, trt, tolerance, out)
+    report = Report(runs, trt, tolerance, out, device)
     text = report.render()
     out.mkdir(parents=True, exist_ok=True)
     pending: list[tuple[Path, Path]] = []
@@ -684,13 +737,16 @@ def main(argv: list[str] | None = None) -> int:
                              "default bench-out/latest.json)")
     parser.add_argument("--trtexec", action="append", default=[], metavar="[MODEL[:LABEL]=]PATH",
                         help="a trtexec --exportTimes / --exportProfile JSON (repeatable)")
+    parser.add_argument("--device-check", action="append", default=[], metavar="FILE",
+                        help="device-check.json of engines/device_check.py (repeatable)")
     parser.add_argument("--out", default="bench-out", help="output folder (default bench-out)")
     parser.add_argument("--tolerance", type=float, default=0.10,
                         help="relative difference under which a published figure holds (default 0.10)")
     args = parser.parse_args(argv)
     try:
-        path = write_report([Path(p) for p in args.jsons or ["bench-out/latest.json"]], Path(args.out), args.trtexec,
-                            args.tolerance)
+        jsons = args.jsons or ([] if args.device_check else ["bench-out/latest.json"])
+        path = write_report([Path(p) for p in jsons], Path(args.out), args.trtexec, args.tolerance,
+                            [Path(p) for p in args.device_check])
     except (ReportError, TrtexecError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
