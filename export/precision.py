@@ -71,6 +71,8 @@ from runtime.atomic import atomic_write_bytes
 from runtime.sidecar import ArtifactInfo, ParityInfo, Sidecar, sha256_file, sidecar_path
 
 from .agreement import Agreement, agreement
+from .trt_islands import check_trtexec_names, trtexec_island_args
+from .trt_plan import PlanError
 from .verify import GraphIndex
 
 DEFAULT_OVERFLOW_LIMIT = 2.0 ** 14
@@ -225,19 +227,20 @@ class Fp16Islands:
 
     def layer_precisions(self) -> str:
         """The TensorRT 10 form: ``NAME:fp32,NAME:fp32,...`` (for --layerPrecisions and
-        --layerOutputTypes, or IBuilderConfig layer-by-layer precision)."""
+        --layerOutputTypes, or IBuilderConfig layer-by-layer precision); names are checked by
+        the shared trtexec rule (``export.trt_islands``)."""
         layers = self.tensorrt10_layers()
-        bad = [n for n in layers if "," in n or ":" in n]
-        if bad:
-            raise PrecisionError(f"node name {bad[0]!r} contains ',' or ':' and cannot be a trtexec layer spec")
+        try:
+            check_trtexec_names(layers)
+        except PlanError as err:
+            raise PrecisionError(f"{err} (it cannot be a trtexec layer spec)") from None
         return ",".join(f"{n}:fp32" for n in layers)
 
     def trtexec_args(self) -> list[str]:
         """trtexec flags (TensorRT 10, with --fp16) that keep the islands in FP32."""
-        spec = self.layer_precisions()
-        if not spec:
-            return []
-        return ["--precisionConstraints=obey", f"--layerPrecisions={spec}", f"--layerOutputTypes={spec}"]
+        self.layer_precisions()  # one-line PrecisionError for a name trtexec cannot carry
+        layers = self.tensorrt10_layers()
+        return ["--precisionConstraints=obey", *trtexec_island_args(layers)] if layers else []
 
     def to_dict(self) -> dict:
         return {

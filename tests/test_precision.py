@@ -213,6 +213,8 @@ def test_island_list_tensorrt10_form_and_round_trip(tmp_path):
     path = islands.save(tmp_path / "i.json")
     assert Fp16Islands.load(path).nodes == islands.nodes
     assert json.loads(path.read_text())["tensorrt10"]["layers"] == ["/a/MatMul", "/a/Softmax"]
+    islands.add(helper.make_node("Exp", [], [], name="ok:name"), "exp/log: Exp")
+    assert "ok:name:fp32" in islands.layer_precisions().split(",")  # trtexec splits on the last colon
     islands.add(helper.make_node("Exp", [], [], name="bad,name"), "exp/log: Exp")
     with pytest.raises(PrecisionError, match="cannot be a trtexec layer spec"):
         islands.layer_precisions()
