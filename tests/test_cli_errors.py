@@ -181,6 +181,21 @@ def test_train_pretrained_offline_is_one_line(data, tmp_path):
     assert not run_dir.exists()
 
 
+def test_train_builds_the_vit_for_the_size(data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["--model", "mgqformer", "--small", "--size", "96", "--batch-size", "2", "--workers", "0", "--threads", "1",
+            "--max-steps", "1", "--quiet", "--data", str(data), "--out", str(run_dir)]
+    threads = torch.get_num_threads()
+    try:
+        assert call(train_main, args) == 0, capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)
+    from train.checkpoint import model_from_checkpoint
+
+    model, config = model_from_checkpoint(run_dir / "best.pt")
+    assert config["size"] == 96 and tuple(model.rgb_encoder.patch_embed.img_size) == (96, 96)
+
+
 def test_synth_refuses_an_out_inside_a_file(tmp_path, capsys):
     (tmp_path / "FILE").write_text("x")
     assert call(synth_main, ["--out", str(tmp_path / "FILE" / "x"), "--n", "2", "--size", "32", "--quiet"]) == 1
