@@ -12,11 +12,14 @@ matrix products, as it counts them in the explicit MatMul form (tested).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from train.cli import ArgumentParser, interrupts_in_one_line, one_line_errors
+
+interrupts_in_one_line(__name__)  # before the heavy imports
 
 import torch
 import torch.nn as nn
@@ -26,7 +29,9 @@ warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=Fu
 from fvcore.nn import FlopCountAnalysis  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from train.models import build_model, get_spec, list_models  # noqa: E402
+from train.checkpoint import ModelBuild, check_size, model_from_checkpoint  # noqa: E402
+from train.config import parse_assignments  # noqa: E402
+from train.models import get_spec, list_models  # noqa: E402
 from fvcore.nn.jit_handles import get_shape  # noqa: E402
 from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop_count  # noqa: E402
 
@@ -115,11 +120,16 @@ def _count(wrapper: nn.Module, x: torch.Tensor, model: nn.Module,
     return fv, counter.get_total_flops() / 2.0
 
 
-def profile(name: str, size: int | None = None, small: bool = False, **options: Any) -> Profile:
+def profile(name: str, size: int | None = None, small: bool = False, variant: str | None = None,
+            **options: Any) -> Profile:
+    """Params and MACs of ``name`` (small configuration, named ``variant``, constructor
+    ``options``) at ``size`` (default: the paper's), built as train and export build it
+    (``train.checkpoint.ModelBuild``: a ViT's ``img_size`` follows ``size``)."""
     spec = get_spec(name)
-    size = size or (spec.small_size if small else spec.input_size)
+    build = ModelBuild(spec.name, small, variant, options)
+    size = build.check(size)
     torch.manual_seed(0)
-    model = build_model(name, small=small, **options).eval()
+    model = build.build(size, for_weights=True).eval()  # weights do not change the counts: nothing fetched
     per_module: dict[str, float] = {}
     fv, tc = count_macs(model, torch.rand(1, 3, size, size), per_module)
     components = {name: (count_params(child) / 1e6, per_module.get(name, 0.0) / 1e9)
@@ -187,18 +197,28 @@ def format_profile(prof: Profile) -> str:
     return "\n".join(lines)
 
 
+@one_line_errors(ValueError, OSError)
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, choices=list_models())
-    parser.add_argument("--size", type=int, help="input size (default: the paper's)")
+    parser = ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=list_models(), help="registered model (default: the checkpoint's)")
+    parser.add_argument("--checkpoint", help="profile the model a checkpoint records (small, variant, options, size)")
+    parser.add_argument("--size", type=int, help="input size (default: the checkpoint's, else the paper's)")
     parser.add_argument("--variant", help="a named option set of the model")
+    parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                        help="model constructor option (repeatable)")
     parser.add_argument("--small", action="store_true", help="the small test configuration")
     args = parser.parse_args(argv)
-    spec = get_spec(args.model)
-    if args.variant and args.variant not in spec.variants:
-        parser.error(f"model {args.model} has no variant {args.variant!r}; known: {sorted(spec.variants)}")
-    options = dict(spec.variants[args.variant]) if args.variant else {}
-    print(format_profile(profile(args.model, args.size, args.small, **options)))
+    options = parse_assignments(args.options, "--set")
+    check_size(args.size)
+    if args.checkpoint:  # the build and size it records, checked against the flags
+        _, config = model_from_checkpoint(args.checkpoint, args.model, small=args.small or None,
+                                          variant=args.variant, options=options, size=args.size)
+        build, size = ModelBuild.from_config(config), config["size"]
+    elif args.model:
+        build, size = ModelBuild(args.model, args.small, args.variant, options), args.size
+    else:
+        parser.error("--model is required without --checkpoint")
+    print(format_profile(profile(build.name, size, build.small, build.variant, **build.options)))
     return 0
 
 

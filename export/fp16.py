@@ -23,23 +23,27 @@ where the model is undecided anyway.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from train.cli import ArgumentParser, interrupts_in_one_line, one_line_errors, output_file, positive_int
+
+interrupts_in_one_line(__name__)  # before the heavy imports
 
 from .calibration import SYNTHETIC, CalibrationError, input_batches, load_images
 from .precision import (DEFAULT_MAX_PROB_DIFF, DEFAULT_MIN_IOU, DEFAULT_OVERFLOW_LIMIT, PrecisionError,
                         default_output, islands_path, load_source, make_fp16, naming, progress_bar, write_fp16)
 
 
+@one_line_errors(ValueError, OSError)
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.fp16", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m export.fp16", description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="FP32 ONNX from export.onnx (with its sidecar)")
     parser.add_argument("--out", type=Path, help="mixed-precision ONNX (default MODEL.fp16.onnx)")
     parser.add_argument("--islands", type=Path, help="island list JSON (default OUT as .islands.json)")
     parser.add_argument("--data", default=SYNTHETIC,
                         help="calibration images: a dataset folder (Tp/, Gt/) or JSON list, or 'synthetic'")
-    parser.add_argument("--calib", type=int, default=16, help="number of calibration images (default 16)")
+    parser.add_argument("--calib", type=positive_int, default=16, help="number of calibration images (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed for synthetic images")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_MAX_PROB_DIFF,
                         help=f"max |prob diff| vs FP32 (default {DEFAULT_MAX_PROB_DIFF:g})")
@@ -49,10 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"max |activation| allowed in FP16 (default {DEFAULT_OVERFLOW_LIMIT:g})")
     parser.add_argument("--max-rounds", type=int, default=8, help="measured island-growing rounds (default 8)")
     args = parser.parse_args(argv)
-    if args.calib < 1:
-        parser.error("--calib must be at least 1")
-    out = args.out or default_output(args.model, "fp16")
-    islands_file = args.islands or islands_path(out)
+    out = output_file(args.out or default_output(args.model, "fp16"), suffix=".onnx")
+    islands_file = output_file(args.islands or islands_path(out), "--islands", suffix=".json")
     try:
         model, side = load_source(args.model)
         images = load_images(args.data, args.calib, size=side.preprocess.size[0], seed=args.seed)

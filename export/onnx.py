@@ -12,7 +12,7 @@ the ONNX version converter.
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -23,15 +23,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from train.cli import ArgumentParser, interrupts_in_one_line, one_line_errors, output_file
+
+interrupts_in_one_line(__name__)  # before the heavy imports
+
 import onnx
 import timm
 import torch
 import torch.nn as nn
 
 from runtime.sidecar import Sidecar, sha256_file, sidecar_path
-from train.checkpoint import CheckpointError, load_checkpoint, load_weights
+from train.checkpoint import (BuildError, CheckpointError, ModelBuild, check_size, load_checkpoint,
+                              model_from_checkpoint)
 from train.config import parse_assignments
-from train.models import build_model, get_spec, list_models
+from train.models import get_spec, list_models
 
 from .verify import LintReport, Parity, check_model, lint, parity
 from .ort_attention import DOMAIN as ORT_DOMAIN, OP as ORT_OP, use_ort_attention
@@ -70,11 +75,16 @@ class ExportResult:
     seconds: float
 
 
-def export_model(name: str, out: str | Path, *, checkpoint: str | Path | None = None, size: int | None = None,
-                 batch: int | str = 1, opset: int = DEFAULT_OPSET, small: bool = False,
+def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | None = None,
+                 size: int | None = None, batch: int | str = 1, opset: int = DEFAULT_OPSET, small: bool = False,
                  variant: str | None = None, options: dict[str, Any] | None = None,
                  tolerance: float = 1e-4, seed: int = 0, attention: str = "explicit") -> ExportResult:
     """Export ``name`` to ``out`` (+ sidecar) and verify it; raises ExportError.
+
+    With a ``checkpoint`` the model is the one it records (``train.checkpoint``: name,
+    small, variant, options, trained size); ``name``/``small``/``variant``/``options``/
+    ``size`` may repeat or add to that, a contradiction is an error. ``name`` may be None
+    then.
 
     ``attention``: "explicit" (default) exports every attention as Mul -> MatMul -> Softmax ->
     MatMul with standard ops only, for TensorRT and any ONNX runtime; "ort" exports the core
@@ -82,25 +92,31 @@ def export_model(name: str, out: str | Path, *, checkpoint: str | Path | None = 
     (``export.ort_attention``): memory linear in the tokens on onnxruntime, not for TensorRT."""
     if attention not in ATTENTION_CHOICES:
         raise ExportError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}, got {attention!r}")
+    if batch != "dynamic" and (isinstance(batch, bool) or not str(batch).isdigit() or int(batch) < 1):
+        raise ExportError(f"--batch {batch}: expected a positive integer or 'dynamic'")
     start = time.perf_counter()
-    spec = get_spec(name)
-    if variant and variant not in spec.variants:
-        raise ExportError(f"model {name} has no variant {variant!r}; known: {', '.join(sorted(spec.variants))}")
-    opts = dict(spec.variants[variant]) if variant else {}
-    opts.update(options or {})
-    size = size or (spec.small_size if small else spec.input_size)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-
     torch.manual_seed(seed)
-    model = build_model(name, small=small, **opts).eval()
-    ckpt_sha = "random-init"
-    if checkpoint:
-        try:
-            load_weights(model, load_checkpoint(checkpoint)["model"], checkpoint)
-        except CheckpointError as err:
-            raise ExportError(str(err)) from None
-        ckpt_sha = sha256_file(checkpoint)
+    try:
+        if checkpoint:
+            model, config = model_from_checkpoint(checkpoint, name, small=small or None, variant=variant,
+                                                  options=options, size=size)
+            build, size = ModelBuild.from_config(config), config["size"]
+        else:
+            if not name:
+                raise ExportError("--model is required without --checkpoint")
+            build = ModelBuild(name, small, variant, dict(options or {}))
+            size = build.check(size)
+            model = build.build(size)
+    except (BuildError, CheckpointError) as err:
+        raise ExportError(str(err)) from None
+    model.eval()
+    spec = get_spec(build.name)
+    opts = build.constructor_options(size)
+    variant, small = build.variant, build.small
+    ckpt_sha = sha256_file(checkpoint) if checkpoint else "random-init"
+    out = Path(out)
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # removed again on failure
+    out.parent.mkdir(parents=True, exist_ok=True)
     rewrites = apply_rewrites(model)
     if attention == "ort":
         rewrites["ort_attention"] = use_ort_attention(model)
@@ -171,15 +187,37 @@ def export_model(name: str, out: str | Path, *, checkpoint: str | Path | None = 
         side.save(sidecar_path(out))
     finally:
         tmp.unlink(missing_ok=True)
+        if not out.exists():
+            for folder in created:  # deepest first; only the ones this call made, and only if empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
     return ExportResult(out, sidecar_path(out), result, report, rewrites, time.perf_counter() - start)
 
 
+def checkpoint_model_name(checkpoint: str | Path) -> str:
+    """The model a checkpoint records (for the default output path)."""
+    try:
+        config = load_checkpoint(checkpoint).get("config") or {}
+    except CheckpointError as err:
+        raise ExportError(str(err)) from None
+    if not config.get("model"):
+        raise ExportError(f"{checkpoint}: holds no config (a bare state dict); pass --model "
+                          "(and --small / --variant / --set as it was trained)")
+    return str(config["model"])
+
+
+RANDOM_WEIGHTS_WARNING = ("warning: no --checkpoint: exporting the untrained model (random weights); its masks "
+                          "mean nothing (export a run's best.pt for a working model)")
+
+
+@one_line_errors(ExportError, ValueError, OSError)
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, choices=list_models())
-    parser.add_argument("--checkpoint", help="state dict to load (default: random init)")
-    parser.add_argument("--out", help="ONNX path (default: artifacts/MODEL.onnx)")
-    parser.add_argument("--size", type=int, help="input size (default: the paper's)")
+    parser = ArgumentParser(prog="python -m export.onnx", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=list_models(), help="registered model (default: the checkpoint's)")
+    parser.add_argument("--checkpoint", help="checkpoint of a run (best.pt) or a converted one: rebuilds the model "
+                                             "it records; a bare state dict needs --model etc. (default: random init)")
+    parser.add_argument("--out", help="ONNX path ending in .onnx (default: artifacts/MODEL.onnx)")
+    parser.add_argument("--size", type=int, help="input size (default: the checkpoint's, else the paper's)")
     parser.add_argument("--batch", default="1", help="batch size N, or 'dynamic'")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     parser.add_argument("--variant", help="a named option set of the model (e.g. TransForensics c3)")
@@ -191,23 +229,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="explicit: standard ops, for TensorRT and any runtime (default); ort: onnxruntime's "
                              "fused MultiHeadAttention for our attention layers (CPU deployments; not TensorRT)")
     args = parser.parse_args(argv)
-    if args.batch != "dynamic" and not args.batch.isdigit():
-        parser.error("--batch takes a positive integer or 'dynamic'")
-    out = Path(args.out or f"artifacts/{args.model}.onnx")
-    try:
-        res = export_model(args.model, out, checkpoint=args.checkpoint, size=args.size, batch=args.batch,
-                           opset=args.opset, small=args.small, variant=args.variant,
-                           options=parse_assignments(args.options, "--set"), tolerance=args.tolerance,
-                           attention=args.attention)
-    except (ExportError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    if args.batch != "dynamic" and not (args.batch.isdigit() and int(args.batch) >= 1):
+        parser.error(f"argument --batch: expected a positive integer or 'dynamic', got {args.batch!r}")
+    options = parse_assignments(args.options, "--set")
+    check_size(args.size)
+    if not args.checkpoint:
+        if not args.model:
+            parser.error("--model is required without --checkpoint")
+        ModelBuild(args.model, args.small, args.variant, options).check(args.size)  # before the work
+    name = args.model or (None if args.out else checkpoint_model_name(args.checkpoint))
+    out = output_file(args.out or f"artifacts/{name}.onnx", suffix=".onnx")
+    res = export_model(args.model, out, checkpoint=args.checkpoint, size=args.size, batch=args.batch,
+                       opset=args.opset, small=args.small, variant=args.variant, options=options,
+                       tolerance=args.tolerance, attention=args.attention)
     ops = ", ".join(f"{k}x{v}" for k, v in sorted(res.lint.op_counts.items()))
     print(f"wrote {res.onnx_path} and {res.sidecar_path} in {res.seconds:.1f} s")
     print(f"rewrites: {res.rewrites}; attention patterns: {res.lint.attention_patterns}")
     print(f"ops (opset {res.lint.opset}): {ops}")
     print(f"parity vs torch: max |prob diff| {res.parity.max_abs_prob:.2e}, "
           f"max |score diff| {res.parity.max_abs_score:.2e} (tolerance {res.parity.tolerance:g})")
+    if not args.checkpoint:
+        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
     return 0
 
 

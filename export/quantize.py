@@ -25,7 +25,6 @@ turn the report into a gate (exit 1, nothing written); ``--figure PNG`` shows th
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import io
 import logging
@@ -35,6 +34,10 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
+
+from train.cli import ArgumentParser, interrupts_in_one_line, one_line_errors, output_file, positive_int
+
+interrupts_in_one_line(__name__)  # before the heavy imports
 
 import numpy as np
 import onnx
@@ -253,16 +256,36 @@ def save_figure(path: Path, evaluation: Evaluation, images: list[LabeledImage], 
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def quantizable_ops() -> list[str]:
+    """The op types onnxruntime's QDQ quantizer knows how to quantize."""
+    from onnxruntime.quantization.registry import QDQRegistry
+
+    return sorted(QDQRegistry)
+
+
+def check_ops(model: onnx.ModelProto, ops: Sequence[str]) -> None:
+    """``--ops``: each an op type the quantizer handles, and at least one of them in the graph."""
+    known = quantizable_ops()
+    for op in ops:
+        if op not in known:
+            raise PrecisionError(f"--ops {op}: not an op type onnxruntime's QDQ quantizer handles "
+                                 f"(it handles {', '.join(known)})")
+    present = {n.op_type for n in model.graph.node}
+    if not present & set(ops):
+        raise PrecisionError(f"--ops {' '.join(ops)}: the graph has no node of these types; nothing to quantize")
+
+
+@one_line_errors(ValueError, OSError)
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.quantize", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m export.quantize", description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="FP32 ONNX from export.onnx (with its sidecar)")
     parser.add_argument("--out", type=Path, help="Q/DQ ONNX (default MODEL.int8.onnx)")
     parser.add_argument("--data", default=SYNTHETIC,
                         help="calibration images: a dataset folder (Tp/, Gt/) or JSON list, or 'synthetic'")
-    parser.add_argument("--calib", type=int, default=32, help="number of calibration images (default 32)")
+    parser.add_argument("--calib", type=positive_int, default=32, help="number of calibration images (default 32)")
     parser.add_argument("--eval-data", help="evaluation images (default: --data; synthetic ones are disjoint "
                                             "from the calibration images, a dataset's follow them)")
-    parser.add_argument("--eval", type=int, default=16, help="number of evaluation images (default 16)")
+    parser.add_argument("--eval", type=positive_int, default=16, help="number of evaluation images (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed for synthetic images")
     parser.add_argument("--method", choices=METHODS, default="minmax", help="activation calibration (default minmax)")
     parser.add_argument("--ops", nargs="+", default=list(DEFAULT_OPS), metavar="OP",
@@ -276,11 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-f1-drop", type=float, help="fail if F1 (per image) drops by more than this")
     parser.add_argument("--min-iou", type=float, help="fail if the INT8/FP32 mask IoU is below this")
     args = parser.parse_args(argv)
-    if args.calib < 1 or args.eval < 1:
-        parser.error("--calib and --eval must be at least 1")
-    out = args.out or default_output(args.model, "int8")
+    out = output_file(args.out or default_output(args.model, "int8"), suffix=".onnx")
     try:
         model, side = load_source(args.model)
+        check_ops(model, args.ops)
         size = side.preprocess.size[0]
         calib = load_images(args.data, args.calib, size=size, seed=args.seed)
         eval_source = args.eval_data or args.data
@@ -298,8 +320,11 @@ def main(argv: list[str] | None = None) -> int:
             islands, _, _ = find_islands(model, batches, args.overflow_limit, progress_bar)
         qdq = quantize_qdq(model, batches, exclude=sorted(islands.nodes), ops=args.ops, method=args.method,
                            per_channel=not args.per_tensor)
-        result = evaluate(model, qdq, evals, side)
         summary = qdq_summary(qdq, args.ops)
+        if not summary.quantize:
+            raise PrecisionError(f"no node of {', '.join(args.ops)} was quantized (the graph has no QuantizeLinear); "
+                                 "nothing written")
+        result = evaluate(model, qdq, evals, side)
         failed = []
         if args.max_f1_drop is not None and not -result.f1_delta <= args.max_f1_drop:
             failed.append(f"F1 drops by {-result.f1_delta:.4f} > {args.max_f1_drop:g}")

@@ -74,7 +74,7 @@ def test_evaluate_errors_are_one_line(setup, tmp_path, capsys):
     rc = evaluate_main(["--model", "transforensics", "--checkpoint", str(root / "ckpt.pt"), "--data",
                         str(root / "data"), "--out", str(tmp_path), "--quiet"])
     err = capsys.readouterr().err
-    assert rc == 1 and err.count("\n") == 1 and "trained as 'm2sformer'" in err
+    assert rc == 1 and err.count("\n") == 1 and "trained as m2sformer small=True, not --model transforensics" in err
     (tmp_path / "Tp").mkdir()
     (tmp_path / "Gt").mkdir()
     rc = evaluate_main(["--model", "m2sformer", "--checkpoint", str(root / "ckpt.pt"), "--data", str(tmp_path),

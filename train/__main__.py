@@ -16,17 +16,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .cli import ArgumentParser, interrupts_in_one_line, one_line_errors, output_folder
+
+interrupts_in_one_line(__name__)  # before the heavy imports
+
+from .checkpoint import ModelBuild, load_checkpoint
 from .config import TrainConfig, parse_assignments
-from .data.folders import DataError, error_line
 from .losses import list_objectives
 from .models import list_models
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(model="", data="")
-    ap = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0],
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--model", choices=list_models(), help="model to train")
     ap.add_argument("--data", help="training data: folder (Tp/, Gt/) or JSON list")
     ap.add_argument("--val", help="validation data (default: hold out --val-fraction of --data)")
@@ -34,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved config")
     ap.add_argument("--out", help="run folder (default runs/<model>-<time>)")
     ap.add_argument("--small", action="store_true", help="the model's small configuration (tests, demos)")
+    ap.add_argument("--variant", help="a named option set of the model (e.g. TransForensics c3)")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="model constructor option (repeatable)")
     ap.add_argument("--objective", choices=list_objectives(), help="training objective (default: the model's)")
     ap.add_argument("--loss-set", action="append", metavar="KEY=VALUE", help="objective option (repeatable)")
@@ -68,7 +72,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise ValueError("--model and --data are required (or --resume RUN_DIR)")
     return TrainConfig(
         model=args.model, data=args.data, val=args.val, val_fraction=args.val_fraction, out=args.out,
-        small=args.small, options=parse_assignments(args.set, "--set"), objective=args.objective,
+        small=args.small, variant=args.variant, options=parse_assignments(args.set, "--set"), objective=args.objective,
         objective_options=parse_assignments(args.loss_set, "--loss-set"), size=args.size, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, clip=args.clip, amp=args.amp, workers=args.workers, seed=args.seed,
@@ -76,23 +80,25 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         threads=args.threads, check_data=args.check_data, init=args.init)
 
 
+@one_line_errors(ValueError, FileExistsError, FloatingPointError, OSError)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.resume:
+        if args.model or args.data:
+            raise ValueError("--resume continues a run with its saved config; drop --model/--data")
+        config = TrainConfig.from_dict(load_checkpoint(f"{args.resume}/last.pt").get("config") or {})
+    else:
+        config = config_from_args(args)
+        config.validate()
+        ModelBuild.from_config(config.to_dict()).check(config.size)  # before the data is read
+        if config.out:
+            output_folder(config.out)
     from .trainer import Trainer
 
     trainer = None
     try:
-        if args.resume:
-            if args.model or args.data:
-                raise ValueError("--resume continues a run with its saved config; drop --model/--data")
-            config = TrainConfig.from_dict(load_checkpoint(f"{args.resume}/last.pt").get("config") or {})
-            trainer = Trainer(config, resume=args.resume, progress=not args.quiet)
-        else:
-            trainer = Trainer(config_from_args(args), progress=not args.quiet)
+        trainer = Trainer(config, resume=args.resume, progress=not args.quiet)
         result = trainer.fit()
-    except (DataError, CheckpointError, ValueError, FileExistsError, FloatingPointError) as err:
-        print(f"error: {error_line(err)}", file=sys.stderr)
-        return 1
     finally:
         if trainer is not None:
             trainer.close()

@@ -16,7 +16,8 @@ class TrainConfig:
     val_fraction: float = 0.1
     out: str | None = None  # run folder (default runs/<model>-<time>)
     small: bool = False  # the model spec's small configuration
-    options: dict[str, Any] = field(default_factory=dict)  # model constructor options (--set)
+    variant: str | None = None  # a named option set of the model spec (--variant)
+    options: dict[str, Any] = field(default_factory=dict)  # model constructor options on top (--set)
     objective: str | None = None  # default: the model's name
     objective_options: dict[str, Any] = field(default_factory=dict)  # (--loss-set)
     size: int | None = None  # default: the spec's input size (small_size with --small)
@@ -60,15 +61,41 @@ class TrainConfig:
             raise ValueError(f"check_data must be header or full, got {self.check_data!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        check_device(self.device)
+
+
+def check_device(device: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, and CUDA only where torch sees a GPU.
+    Raises ValueError (one line)."""
+    import torch
+
+    kind, _, index = device.partition(":")
+    if device in ("auto", "cpu") or (kind == "cuda" and (not index or index.isdigit())):
+        if kind == "cuda":
+            if not torch.cuda.is_available():
+                build = "a CPU-only build" if torch.version.cuda is None else f"a CUDA {torch.version.cuda} build"
+                raise ValueError(f"--device {device}: no CUDA device available (torch {torch.__version__}, {build}); "
+                                 "use --device cpu or auto")
+            if index and int(index) >= torch.cuda.device_count():
+                raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        return
+    raise ValueError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+
+
+_WORDS = {"true": True, "false": False, "none": None, "null": None}
 
 
 def parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
-    """``KEY=VALUE`` strings -> dict, values parsed as Python literals when possible."""
+    """``KEY=VALUE`` strings -> dict, values parsed as Python literals when possible
+    (``true`` / ``false`` / ``none`` in any case too), else kept as strings."""
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
+        if value.lower() in _WORDS:
+            out[key] = _WORDS[value.lower()]
+            continue
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):

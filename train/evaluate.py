@@ -19,6 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .cli import ArgumentParser, interrupts_in_one_line, one_line_errors, output_folder, positive_int
+
+interrupts_in_one_line(__name__)  # before the heavy imports
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -28,11 +32,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .atomic import atomic_path, write_json
-from .checkpoint import CheckpointError, model_from_checkpoint
-from .config import parse_assignments
+from .checkpoint import model_from_checkpoint
+from .config import check_device, parse_assignments
 from .data.dataset import resize_image, to_tensor
 from .data.distortions import Distortion
-from .data.folders import DataError, Sample, check_samples, error_line, load_pair, read_samples
+from .data.folders import Sample, check_samples, load_pair, read_samples
 from .metrics import PIXEL_KEYS, PixelMetrics, image_metrics
 from .models import get_spec
 
@@ -130,47 +134,51 @@ def conditions_from_args(args: argparse.Namespace) -> list[Distortion]:
     return out
 
 
+@one_line_errors(ValueError, OSError)
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="registered model name")
-    ap.add_argument("--checkpoint", required=True, help="best.pt / last.pt of a run, or a bare state dict")
+    ap = ArgumentParser(prog="python -m train.evaluate", description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", required=True, help="best.pt / last.pt of a run, a converted checkpoint "
+                    "(both rebuild the model they record), or a bare state dict")
     ap.add_argument("--data", required=True, help="folder (Tp/, Gt/) or JSON list")
+    ap.add_argument("--model", help="registered model name (only needed for a bare state dict; "
+                    "must match the checkpoint's otherwise)")
     ap.add_argument("--small", action="store_true", help="small configuration (only for a bare state dict)")
+    ap.add_argument("--variant", help="named option set (only for a bare state dict)")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="model option (only for a bare state dict)")
-    ap.add_argument("--size", type=int, help="input size (default: the checkpoint's)")
+    ap.add_argument("--size", type=positive_int, help="input size (default: the checkpoint's)")
     ap.add_argument("--out", help="output folder (default: eval-<data> beside the checkpoint)")
     ap.add_argument("--overlays", type=int, default=8, help="overlay PNGs to write (clean condition)")
     ap.add_argument("--jpeg", type=int, nargs="+", metavar="Q", help="also evaluate after JPEG at quality Q")
     ap.add_argument("--blur", type=int, nargs="+", metavar="K", help="... after Gaussian blur, kernel K")
     ap.add_argument("--noise", type=float, nargs="+", metavar="SIGMA", help="... after Gaussian noise (0..255)")
     ap.add_argument("--resize", type=float, nargs="+", metavar="F", help="... after resizing by factor F")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=positive_int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0, help="seed of the noise distortion")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        conditions = conditions_from_args(args)
-        model, config = model_from_checkpoint(args.checkpoint, args.model, small=args.small,
-                                              options=parse_assignments(args.set, "--set"))
-        spec = get_spec(config["model"])
-        size = args.size or config.get("size") or (spec.small_size if config.get("small") else spec.input_size)
-        samples = read_samples(args.data)
-        check_samples(samples)
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-        out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{Path(args.data).stem}"
-        (out / "overlays").mkdir(parents=True, exist_ok=True)
-        results = []
-        for i, cond in enumerate(conditions):
-            res = evaluate(model, samples, size, spec.mean, spec.std, cond, device, args.batch_size, args.workers,
-                           out / "overlays" if i == 0 else None, args.overlays, not args.quiet, args.seed)
-            print(format_report(res), flush=True)
-            results.append(res)
-    except (DataError, CheckpointError, ValueError, KeyError) as err:
-        print(f"error: {error_line(err)}", file=sys.stderr)
-        return 1
-    report = {"model": config["model"], "checkpoint": str(args.checkpoint), "data": str(args.data), "size": size,
+    check_device(args.device)
+    conditions = conditions_from_args(args)
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{Path(args.data).stem}"
+    output_folder(out)
+    model, config = model_from_checkpoint(args.checkpoint, args.model, small=args.small or None,
+                                          variant=args.variant, options=parse_assignments(args.set, "--set"),
+                                          size=args.size)
+    spec = get_spec(config["model"])
+    size = config["size"]
+    samples = read_samples(args.data)
+    check_samples(samples)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    results = []
+    for i, cond in enumerate(conditions):
+        res = evaluate(model, samples, size, spec.mean, spec.std, cond, device, args.batch_size, args.workers,
+                       out / "overlays" if i == 0 else None, args.overlays, not args.quiet, args.seed)
+        print(format_report(res), flush=True)
+        results.append(res)
+    report = {"model": config["model"], "build": {k: config[k] for k in ("model", "small", "variant", "options")},
+              "checkpoint": str(args.checkpoint), "data": str(args.data), "size": size,
               "threshold": 0.5, "conventions": {
                   "per_image": "metric computed per forged image, then averaged over images (IMDL-BenCo)",
                   "dataset": "metric computed once over all pixels of all forged images",

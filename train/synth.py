@@ -8,9 +8,12 @@ and what was done to each image). The folder appears only when complete.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from .cli import ArgumentParser, interrupts_in_one_line, one_line_errors, output_folder, positive_int
+
+interrupts_in_one_line(__name__)  # before the heavy imports
 
 from tqdm import tqdm
 
@@ -39,11 +42,12 @@ def generate(out: str | Path, n: int, size: int = 256, seed: int = 0, start: int
     return Path(out)
 
 
+@one_line_errors(ValueError, OSError)
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.synth", description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python -m train.synth", description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="new output folder")
-    ap.add_argument("--n", type=int, required=True, help="number of images")
-    ap.add_argument("--size", type=int, default=256, help="side of the square crops, px (default 256)")
+    ap.add_argument("--n", type=positive_int, required=True, help="number of images")
+    ap.add_argument("--size", type=positive_int, default=256, help="side of the square crops, px (default 256)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--start", type=int, default=0, help="first sample index (disjoint ranges = disjoint splits)")
     ap.add_argument("--weights", type=float, nargs=len(KINDS), metavar="W",
@@ -51,11 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"{' '.join(str(w) for w in ForgeryConfig().weights)})")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
-    try:
-        out = generate(args.out, args.n, args.size, args.seed, args.start, args.weights, progress=not args.quiet)
-    except (DataError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    output_folder(args.out, new=True)
+    out = generate(args.out, args.n, args.size, args.seed, args.start, args.weights, progress=not args.quiet)
     print(f"wrote {args.n} images to {out}/ (Tp/, Gt/, data.json, meta.json)")
     return 0
 

@@ -27,14 +27,14 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from .atomic import write_json
-from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import ModelBuild, load_checkpoint, load_weights, save_checkpoint
 from .config import TrainConfig
 from .data.dataset import ForgeryDataset, ResumableSampler
 from .data.folders import DataError, Sample, check_samples, is_forged, read_samples
 from .ddp import DistContext
 from .losses import get_objective
 from .metrics import PixelMetrics
-from .models import build_model, get_spec
+from .models import get_spec
 from .runlog import RunLog
 
 
@@ -112,7 +112,7 @@ class Trainer:
 
         # model, objective, optimisation
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model, small=cfg.small, **cfg.options)
+        self.model = ModelBuild.from_config(cfg.to_dict()).build(self.size)
         if cfg.init and not resume:  # a resumed run restores its own weights below
             load_weights(self.model, load_checkpoint(cfg.init)["model"], cfg.init)
         self.model = self.model.to(self.dist.device)

@@ -4,9 +4,22 @@ pair checked.
 Two layouts are read:
 - a folder with ``Tp/`` (images) and ``Gt/`` (masks): a mask belongs to the image with the
   same file stem, or the stem plus ``_gt`` / ``_mask`` (CASIA names masks ``X_gt.png``);
-  an authentic image has an all-black mask;
+  an authentic image has an all-zero mask;
 - a JSON file holding a list of ``[image, mask]`` pairs, ``mask`` being ``"Negative"`` for
   an authentic image (no mask file); relative paths are relative to the JSON file.
+
+A mask is read by its image mode (PNG, TIFF, BMP, ...), the same way for every file:
+
+- bilevel (mode ``1``): set pixels are forged;
+- palette (``P``): pixels whose palette colour is not black are forged (label maps with
+  index 0 = black, black/white palettes);
+- grayscale or colour (the largest channel counts): values all 0 or 1 are a 0/1 mask, 1 =
+  forged; otherwise a pixel is forged above half the scale (> 127 for 8 bits, > 32767 for
+  16 bits), which reads 0/255 masks and antialiased or JPEG-compressed ones;
+- anything else, i.e. values above 1 but none above half the scale (a 0/2 label map, a
+  mask drawn at gray 100), is a ``DataError`` naming the file: nothing could be told forged.
+
+An authentic image has an all-zero mask (or ``"Negative"`` in a JSON list).
 
 Every problem is a ``DataError`` whose one-line message names the file and what is wrong:
 missing folder or file, empty folder, unpaired image or mask, unreadable or truncated
@@ -130,8 +143,9 @@ def _open(path: Path, decode: bool) -> Image.Image:
 
 
 def check_samples(samples: Iterable[Sample], decode: bool = False) -> None:
-    """Check every pair: both files open as images (fully decoded with ``decode``) and the
-    mask has the image's size. Raises DataError on the first problem."""
+    """Check every pair: both files open as images and the mask has the image's size; with
+    ``decode`` both are fully decoded and the mask's values checked (``read_mask``). Raises
+    DataError on the first problem."""
     for s in samples:
         with _open(s.image, decode) as im:
             size = im.size
@@ -140,34 +154,65 @@ def check_samples(samples: Iterable[Sample], decode: bool = False) -> None:
                 if m.size != size:
                     raise DataError(f"{s.mask}: mask is {m.size[0]}x{m.size[1]} but its image {s.image.name} "
                                     f"is {size[0]}x{size[1]}")
+                if decode:
+                    mask_from_image(m, s.mask)
+
+
+def mask_from_image(m: Image.Image, path: str | Path) -> np.ndarray:
+    """The bool H x W mask (True = forged) of a decoded mask image, by the rule in the
+    module docstring; DataError naming ``path`` for a mask that is none of those forms."""
+    mode = m.mode
+    if mode == "1":
+        return np.asarray(m, dtype=bool)
+    if mode in ("P", "PA"):
+        return np.asarray(m.convert("RGB")).max(axis=-1) > 0
+    if mode in ("L", "LA", "La"):
+        values = np.asarray(m.getchannel(0))
+    elif mode.startswith("I") or mode == "F":
+        values = np.asarray(m)
+    else:
+        values = np.asarray(m.convert("RGB")).max(axis=-1)
+    top = values.max() if values.size else 0
+    if values.dtype.kind == "f":
+        full = 1.0 if top <= 1 else 255.0
+        if np.all((values == 0) | (values == 1)):
+            return values == 1
+    else:
+        full = 255 if values.dtype == np.uint8 or top <= 255 else 65535
+        if top <= 1:
+            return values == 1
+    half = full / 2
+    if top <= half:
+        raise DataError(f"{path}: mask values 0..{top:g} (mode {mode}) are neither 0/1 nor 0/{full:g}: no pixel "
+                        f"is 1 or above {half:g}, so none can be told forged (README, Datasets)")
+    return values > half
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Decode a mask file into a bool H x W array (True = forged), checked by the rule in
+    the module docstring."""
+    with _open(Path(path), decode=True) as m:
+        return mask_from_image(m, path)
 
 
 def is_forged(sample: Sample) -> bool:
-    """The image-level label ``ForgeryDataset`` gives ``sample`` (a mask with a pixel above 127),
+    """The image-level label ``ForgeryDataset`` gives ``sample`` (a forged mask pixel),
     read from the mask alone."""
-    if sample.mask is None:
-        return False
-    with _open(sample.mask, decode=True) as m:
-        extrema = m.convert("L" if m.mode in ("1", "L") else "RGB").getextrema()
-    highs = [extrema[1]] if isinstance(extrema[0], (int, float)) else [hi for _, hi in extrema]
-    return max(highs) > 127
+    return sample.mask is not None and bool(read_mask(sample.mask).any())
 
 
 def load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-    """Decode a pair: uint8 H x W x 3 RGB image and bool H x W mask (a pixel is forged when
-    any mask channel is above 127; no mask = all False)."""
+    """Decode a pair: uint8 H x W x 3 RGB image and bool H x W mask (``read_mask``; no mask
+    = all False)."""
     with _open(sample.image, decode=True) as im:
         image = np.asarray(im.convert("RGB"))
     if sample.mask is None:
         return image, np.zeros(image.shape[:2], dtype=bool)
-    with _open(sample.mask, decode=True) as m:
-        mask = np.asarray(m.convert("RGB") if m.mode not in ("1", "L") else m.convert("L"))
-    if mask.ndim == 3:
-        mask = mask.max(axis=-1)
+    mask = read_mask(sample.mask)
     if mask.shape != image.shape[:2]:
         raise DataError(f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
                         f"{sample.image.name} is {image.shape[1]}x{image.shape[0]}")
-    return image, mask > 127
+    return image, mask
 
 
 def write_dataset(out: str | Path, items: Iterable[tuple[str, np.ndarray, np.ndarray, bool]],
@@ -191,13 +236,3 @@ def write_dataset(out: str | Path, items: Iterable[tuple[str, np.ndarray, np.nda
         (tmp / "meta.json").write_text(json.dumps(meta or {}, indent=1) + "\n", encoding="utf-8")
     return read_samples(out / "data.json")
 
-
-def error_line(err: BaseException) -> str:
-    """The one-line message of ``err``; for an error re-raised from a DataLoader worker
-    (whose message carries the worker's traceback) the original error's message."""
-    text = str(err).strip()
-    if "Original Traceback" in text:
-        last = text.splitlines()[-1]
-        _, sep, message = last.partition(": ")
-        return message if sep else last
-    return text.splitlines()[0] if text else type(err).__name__

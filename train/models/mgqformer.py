@@ -177,7 +177,13 @@ class MGQFormer(IMLModel):
         guide_mode: "separate" (default, no ground-truth leak into M) or "joint" (the
             method section's single pass; see the module docstring).
         noise_mu: fraction of GT pixels inverted before guiding (paper: 0.01, Fig. 4).
+
+    ``img_size`` follows the input size wherever the kit builds the model (train, export,
+    profile: ``train.checkpoint.ModelBuild`` sets ``input_size_option`` from ``--size``), and
+    sizes must be multiples of the patch (``size_multiple``).
     """
+
+    input_size_option = "img_size"
 
     def __init__(self, vit: str = "vit_base_patch16_384", img_size: int = 384, pretrained: bool = False,
                  vit_kwargs: dict[str, Any] | None = None, bayar_kernel: int = 5, fuse_kernel: int = 1,
@@ -195,6 +201,7 @@ class MGQFormer(IMLModel):
         self.noise_encoder = timm.create_model(vit, pretrained=pretrained, **kwargs)
         dim = self.rgb_encoder.embed_dim
         self.patch = self.rgb_encoder.patch_embed.patch_size[0]
+        self.size_multiple = self.patch
         grid = tuple(self.rgb_encoder.patch_embed.grid_size)
         self.fuse = nn.Conv2d(2 * dim, dim, fuse_kernel, padding=fuse_kernel // 2)
         self.scam = SCAM(dim, scaled=scam_scale)
