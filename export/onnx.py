@@ -1,5 +1,9 @@
 """``python -m export.onnx``: export a registered model to ONNX with its JSON sidecar.
 
+``--model`` also takes ``package.module:factory`` (any PyTorch IML model, read through the
+output adapter ``train.models.adapter``; ``--mean``/``--std`` for its normalisation) and the
+names installed packages register (``train.models.external``).
+
 Steps: build the model (optionally load a checkpoint), apply the named rewrites, export
 the contract outputs (prob, score) with the TorchScript exporter at opset 17, run the ONNX
 checker and strict shape inference, lint the ops, check parity of the runtime's
@@ -31,7 +35,9 @@ import torch.nn as nn
 from runtime.sidecar import Sidecar, sha256_file, sidecar_path
 from train.checkpoint import CheckpointError, load_checkpoint, load_weights
 from train.config import parse_assignments
-from train.models import build_model, get_spec, list_models
+from train.models import build_model, get_spec
+from train.models.adapter import AdapterError, ExternalModel
+from train.models.external import file_stem, model_argument, resolve_model, triple_argument
 
 from .verify import LintReport, Parity, check_model, lint, parity
 from .ort_attention import DOMAIN as ORT_DOMAIN, OP as ORT_OP, use_ort_attention
@@ -50,11 +56,12 @@ class ExportError(RuntimeError):
 
 
 class ContractWrapper(nn.Module):
-    """The export contract: image -> (prob, score) through the model's ``predict``."""
+    """The export contract: image -> (prob, score) through the model's ``predict``; a
+    model without one goes through the output adapter (``ExternalModel``)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.model = model if callable(getattr(model, "predict", None)) else ExternalModel(model)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.predict(image)
@@ -112,8 +119,16 @@ def export_model(name: str, out: str | Path, *, checkpoint: str | Path | None = 
     mean = torch.tensor(spec.mean).reshape(1, 3, 1, 1)
     std = torch.tensor(spec.std).reshape(1, 3, 1, 1)
     image = (image - mean) / std
-    with torch.no_grad():
-        prob, score = wrapper(image)
+    try:
+        with torch.no_grad():
+            prob, score = wrapper(image)
+    except AdapterError as err:
+        raise ExportError(str(err)) from None
+    except Exception as err:  # the model's own forward: any error, one line
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise ExportError(f"{name}: forward failed on a {tuple(image.shape)} image: {type(err).__name__}: {first}") \
+            from None
+    check_contract(name, prob, score, n, size)
     reference = {"prob": prob.numpy(), "score": score.numpy()}
 
     dynamic = {"image": {0: "batch"}, "prob": {0: "batch"}, "score": {0: "batch"}} if batch == "dynamic" else None
@@ -163,7 +178,7 @@ def export_model(name: str, out: str | Path, *, checkpoint: str | Path | None = 
             "parity": {"reference": "torch", "max_abs_diff": max(result.max_abs_prob, result.max_abs_score),
                        "tolerance": tolerance, "passed": True},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "extra": {"rewrites": rewrites, "attention": attention,
+            "extra": {**adapter_note(wrapper.model), "rewrites": rewrites, "attention": attention,
                       "attention_patterns": report.attention_patterns,
                       "nodes": sum(report.op_counts.values())},
         })
@@ -174,9 +189,32 @@ def export_model(name: str, out: str | Path, *, checkpoint: str | Path | None = 
     return ExportResult(out, sidecar_path(out), result, report, rewrites, time.perf_counter() - start)
 
 
+def check_contract(name: str, prob: torch.Tensor, score: torch.Tensor, n: int, size: int) -> None:
+    """The contract's shapes and range on the reference outputs; ExportError otherwise."""
+    if tuple(prob.shape) != (n, 1, size, size) or tuple(score.shape) != (n, 1):
+        raise ExportError(f"{name}: predict gave prob {tuple(prob.shape)} and score {tuple(score.shape)}, "
+                          f"not ({n}, 1, {size}, {size}) and ({n}, 1)")
+    for what, t in (("prob", prob), ("score", score)):
+        if not bool(torch.isfinite(t).all()) or float(t.min()) < 0.0 or float(t.max()) > 1.0:
+            raise ExportError(f"{name}: {what} leaves [0, 1] (min {float(t.min()):.3g}, max {float(t.max()):.3g}); "
+                              "if the model's outputs are logits, --set outputs=logits")
+
+
+def adapter_note(model: nn.Module) -> dict[str, Any]:
+    """What the sidecar records of a model read through the output adapter."""
+    if not isinstance(model, ExternalModel):
+        return {}
+    return {"adapter": {"read": model.form, "outputs": model.outputs, "filled_inputs": model.extra_inputs,
+                        "class": f"{type(model.net).__module__}.{type(model.net).__qualname__}"}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, choices=list_models())
+    parser.add_argument("--model", required=True, type=model_argument,
+                        help="registered name, or package.module:factory")
+    parser.add_argument("--mean", type=triple_argument, help="R,G,B normalisation mean of a model without a spec "
+                        "(default ImageNet's)")
+    parser.add_argument("--std", type=triple_argument, help="R,G,B normalisation std (default ImageNet's)")
     parser.add_argument("--checkpoint", help="state dict to load (default: random init)")
     parser.add_argument("--out", help="ONNX path (default: artifacts/MODEL.onnx)")
     parser.add_argument("--size", type=int, help="input size (default: the paper's)")
@@ -193,8 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch != "dynamic" and not args.batch.isdigit():
         parser.error("--batch takes a positive integer or 'dynamic'")
-    out = Path(args.out or f"artifacts/{args.model}.onnx")
+    out = Path(args.out or f"artifacts/{file_stem(args.model)}.onnx")
     try:
+        resolve_model(args.model, mean=args.mean, std=args.std)
         res = export_model(args.model, out, checkpoint=args.checkpoint, size=args.size, batch=args.batch,
                            opset=args.opset, small=args.small, variant=args.variant,
                            options=parse_assignments(args.options, "--set"), tolerance=args.tolerance,

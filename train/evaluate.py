@@ -35,6 +35,7 @@ from .data.distortions import Distortion
 from .data.folders import DataError, Sample, check_samples, error_line, load_pair, read_samples
 from .metrics import PIXEL_KEYS, PixelMetrics, image_metrics
 from .models import get_spec
+from .models.external import model_argument
 
 
 class EvalDataset(Dataset):
@@ -132,7 +133,8 @@ def conditions_from_args(args: argparse.Namespace) -> list[Distortion]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="registered model name")
+    ap.add_argument("--model", required=True, type=model_argument,
+                    help="registered name or package.module:factory (as trained)")
     ap.add_argument("--checkpoint", required=True, help="best.pt / last.pt of a run, or a bare state dict")
     ap.add_argument("--data", required=True, help="folder (Tp/, Gt/) or JSON list")
     ap.add_argument("--small", action="store_true", help="small configuration (only for a bare state dict)")
