@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -421,3 +422,21 @@ def test_train_and_evaluate_an_import_path_model(path, parts, on_path, tmp_path,
     assert rc == 0, capsys.readouterr().err
     metrics = json.loads((tmp_path / "run" / "eval-data" / "metrics.json").read_text())
     assert metrics["model"] == path and metrics["size"] == 32
+
+
+def test_fp16_islands_and_int8_qdq_of_an_import_path_model(on_path, tmp_path, capsys):
+    """The precision tools take the user model's export like ours: FP16 with FP32 islands and
+    Q/DQ INT8 within their default tolerances, both passing the TensorRT 11 lint."""
+    from export.fp16 import main as fp16_main
+    from export.quantize import main as quantize_main
+
+    out = tmp_path / "benco.onnx"
+    assert export_main(["--model", "byom_benco:mvss_like", "--size", "32", "--out", str(out)]) == 0
+    assert fp16_main([str(out), "--calib", "4"]) == 0
+    assert quantize_main([str(out), "--calib", "8", "--eval", "4"]) == 0
+    capsys.readouterr()
+    for variant, precision in (("benco.fp16.onnx", "fp16-mixed"), ("benco.int8.onnx", "int8-qdq")):
+        side = json.loads((tmp_path / f"{variant}.json").read_text())
+        assert side["model"] == "byom_benco:mvss_like" and side["variant"]["precision"] == precision
+        assert check_main([str(tmp_path / variant), "--target", "trt11"]) == 0
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(tmp_path / "benco.int8.onnx")).graph.node}
