@@ -101,6 +101,11 @@ MODULES = {
                 return {"backward_loss": loss, "pred_mask": torch.sigmoid(logits), "pred_label": None,
                         "visual_loss": {"predict_loss": loss}}
 
+        class MantraLike(Base):  # training inputs default to None but the loss uses them anyway
+            def forward(self, image, mask=None, edge_mask=None, shape=None, *args, **kwargs):
+                f, logits, loss = self.run(image, mask)
+                return {"backward_loss": loss, "pred_mask": torch.sigmoid(logits), "pred_label": None}
+
         class PSCCLike(Base):  # a label head, (N,) probabilities
             def forward(self, image, mask, label, *args, **kwargs):
                 f, logits, loss = self.run(image, mask)
@@ -113,6 +118,9 @@ MODULES = {
 
         def pscc_like():
             return PSCCLike()
+
+        def mantra_like():
+            return MantraLike()
     """,
     "byom_bad": """
         import torch
@@ -440,3 +448,25 @@ def test_fp16_islands_and_int8_qdq_of_an_import_path_model(on_path, tmp_path, ca
         assert side["model"] == "byom_benco:mvss_like" and side["variant"]["precision"] == precision
         assert check_main([str(tmp_path / variant), "--target", "trt11"]) == 0
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(tmp_path / "benco.int8.onnx")).graph.node}
+
+
+def test_training_inputs_with_none_defaults_get_zeros(on_path):
+    from train.models import build_model
+
+    model = build_model("byom_benco:mantra_like").eval()
+    assert model.extra_inputs == ["mask", "edge_mask"]  # shape=None is left to its default
+    with torch.no_grad():
+        prob, score = model.predict(torch.rand(2, 3, 32, 32))
+    assert prob.shape == (2, 1, 32, 32) and score.shape == (2, 1)
+
+
+def test_imdlbenco_names_without_the_package_are_one_line(capsys):
+    try:
+        import IMDLBenCo  # noqa: F401
+        pytest.skip("imdlbenco is installed here; this checks the message without it")
+    except ImportError:
+        pass
+    with pytest.raises(SystemExit):
+        export_main(["--model", "imdlbenco:MVSSNet"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "model 'imdlbenco:MVSSNet': needs the optional package imdlbenco" in err

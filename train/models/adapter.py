@@ -26,8 +26,10 @@ size than the input is resized to it bilinearly (``align_corners=False``).
 
 Inputs: ``forward``'s signature is read (``inspect``). The image goes first; the training
 inputs IMDL-BenCo models name get neutral values of the right shape: ``mask`` and
-``edge_mask`` zeros (N, 1, H, W), ``label`` zeros (N,) (float, what their BCE takes),
-``shape`` the input size (N, 2) — each only where the parameter has no default. A model
+``edge_mask`` zeros (N, 1, H, W), ``label`` zeros (N,) (float, what their BCE takes) — also
+where the parameter defaults to None, since their forwards compute the loss regardless
+(ManTra-Net's ``mask=None`` fails otherwise) — and ``shape``, the input size (N, 2), only
+where it has no default (None means "no crop" there). A model
 that needs any other input (CAT-Net's JPEG ``DCT_coef`` and ``qtables``) is refused when
 it is built, in one line naming them: the contract's one input is an RGB image.
 
@@ -67,15 +69,16 @@ def call_plan(net: nn.Module, name: str = "model") -> list[str]:
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     if not params or params[0].kind not in positional:
         raise AdapterError(f"{name}: forward takes no positional image argument")
-    required = [p for p in params[1:] if p.default is inspect.Parameter.empty
-                and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+    named = [p for p in params[1:] if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+    required = [p for p in named if p.default is inspect.Parameter.empty]
     other = [p.name for p in required if p.name not in TRAINING_INPUTS]
     if other:
         raise AdapterError(f"{name}: forward needs {', '.join(other)} besides the image; the export contract's one "
                            f"input is an RGB image (training inputs filled in: {', '.join(TRAINING_INPUTS)})")
     if any(p.kind == inspect.Parameter.POSITIONAL_ONLY for p in required):
         raise AdapterError(f"{name}: forward takes positional-only inputs besides the image")
-    return [p.name for p in required]
+    return [p.name for p in named if p.name in TRAINING_INPUTS
+            and (p.default is inspect.Parameter.empty or (p.name != "shape" and p.default is None))]
 
 
 def neutral_input(name: str, image: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ registry does not hold. A name is one of:
   attribute of an attribute), either a ``ModelSpec`` (used as it is, renamed to the path)
   or a callable (a function or a class) that builds the ``nn.Module``; ``--set KEY=VALUE``
   options are passed to it;
+- ``imdlbenco:NAME``: a model of IMDL-BenCo's zoo by its registry name, where that optional
+  package is installed (``train.models.imdlbenco``);
 - a name an installed distribution registers in the ``imlkit.models`` entry-point group
   (``[project.entry-points."imlkit.models"] mynet = "mypkg.models:build"``), pointing at
   a factory or a ``ModelSpec`` in the same way.
@@ -36,6 +38,7 @@ from typing import Any, Callable
 import torch.nn as nn
 
 from .adapter import OUTPUT_KINDS, ExternalModel
+from .imdlbenco import PREFIX as ZOO_PREFIX, ZooError, zoo_factory
 from .registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, is_registered, list_models, registered_spec
 
 DEFAULT_SIZE = 512
@@ -149,7 +152,12 @@ def resolve_model(name: str, *, size: int | None = None, mean=None, std=None) ->
     key = name
     if key in _RESOLVED and size is None and mean is None and std is None:
         return _RESOLVED[key]
-    if ":" in name:
+    if name.startswith(ZOO_PREFIX):
+        try:
+            target = zoo_factory(name)
+        except ZooError as err:
+            raise ModelError(str(err)) from None
+    elif ":" in name:
         target = import_target(name)
     else:
         eps = entry_point_models()
