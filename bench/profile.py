@@ -33,7 +33,7 @@ from fvcore.nn import FlopCountAnalysis  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from train.config import parse_assignments  # noqa: E402
-from train.models import ModelError, build_model, get_spec  # noqa: E402
+from train.models import build_model, get_spec  # noqa: E402
 from train.models.adapter import ExternalModel  # noqa: E402
 from train.models.external import model_argument, resolve_model, triple_argument  # noqa: E402
 from fvcore.nn.jit_handles import get_shape  # noqa: E402
@@ -225,11 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         resolve_model(args.model, mean=args.mean, std=args.std)
         options.update(parse_assignments(args.options, "--set"))
         result = profile(args.model, args.size, args.small, **options)
-    except ModelError as err:  # also the adapter's errors (ValueErrors of train.models)
+    except ValueError as err:  # ModelError and the adapter's errors: one line already
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:  # the model's own forward under the counters' tracing: any error, one line
+        first = (str(err).strip().splitlines() or [""])[0]
+        print(f"error: {args.model}: counting failed: {type(err).__name__}: {first}", file=sys.stderr)
         return 1
     print(json.dumps(result.as_dict(), indent=2) if args.json else format_profile(result))
     return 0

@@ -143,8 +143,19 @@ MODULES = {
                 x = self.conv(image)
                 return [x, x, x]
 
+        class Broken(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(3, 1, 1)
+
+            def forward(self, image):
+                raise TypeError("unsupported operand in forward")
+
         def raises():
             raise RuntimeError("weights file missing")
+
+        def broken():
+            return Broken()
 
         def catnet_like():
             return CatNetLike()
@@ -470,3 +481,20 @@ def test_imdlbenco_names_without_the_package_are_one_line(capsys):
         export_main(["--model", "imdlbenco:MVSSNet"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "model 'imdlbenco:MVSSNet': needs the optional package imdlbenco" in err
+
+
+@pytest.mark.parametrize("model, export_message, profile_message", [
+    ("byom_bad:broken", "byom_bad:broken: forward failed on a (1, 3, 32, 32) image: TypeError: unsupported operand",
+     "byom_bad:broken: counting failed: TypeError: unsupported operand in forward"),
+    ("byom_bad:triple", "unsupported output (list)", "unsupported output (list)"),
+])
+def test_forward_errors_are_one_line_in_export_and_profile(model, export_message, profile_message, on_path,
+                                                           tmp_path, capsys):
+    from bench.profile import main as profile_main
+
+    assert export_main(["--model", model, "--size", "32", "--out", str(tmp_path / "x.onnx")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and export_message in err[0], err
+    assert profile_main(["--model", model, "--size", "32"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and profile_message in err[0], err
