@@ -1,7 +1,7 @@
 """pytest configuration of the benchmark suites (``pytest bench/ --benchmark-json OUT``).
 
 Options (all comma lists where plural):
-  --models NAMES        registered models to measure (default: all)
+  --models NAMES        models to measure: registered names or package.module:factory (default: all registered)
   --backends NAMES      latency/memory backends (default: torch, compile, ort, ort-prepost and the
                         GPU ones, which skip without a GPU; ort-fp16 / ort-int8 / tensorrt-* with --artifacts)
   --small               the models' small test configurations at their small sizes (for tests)
@@ -31,6 +31,7 @@ run's budget goes to measuring.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import sys
@@ -71,9 +72,26 @@ def _ints(text: str, option: str) -> list[int]:
     return values
 
 
+def parse_models(text: str) -> list[str]:
+    """``--models``: comma list of names for the one resolver (``train.models.external``:
+    registered names, import paths, entry points); empty: every registered model."""
+    from train.models import list_models
+    from train.models.external import model_argument
+
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    models = []
+    for name in names:
+        try:
+            models.append(model_argument(name))
+        except argparse.ArgumentTypeError as err:  # one line
+            raise pytest.UsageError(f"--models: {err}") from None
+    return list(dict.fromkeys(models)) or list_models()
+
+
 def pytest_addoption(parser):
     group = parser.getgroup("imlkit", "imlkit benchmark suites")
-    group.addoption("--models", default="", help="comma list of registered models (default: all)")
+    group.addoption("--models", default="", help="comma list of registered models or package.module:factory "
+                    "import paths (default: all registered)")
     group.addoption("--backends", default="", help="comma list of backends (default: all core and GPU ones)")
     group.addoption("--small", action="store_true", help="small test configurations at their small sizes")
     group.addoption("--batches", default="2,4", help="batch sweep sizes (default 2,4)")
@@ -254,13 +272,7 @@ STORE_KEY = pytest.StashKey[Store]()
 def pytest_configure(config):
     if not hasattr(config.option, "models"):
         return
-    from train.models import list_models
-
-    known = list_models()
-    models = [m.strip().lower() for m in config.option.models.split(",") if m.strip()] or known
-    unknown = [m for m in models if m not in known]
-    if unknown:
-        raise pytest.UsageError(f"--models: unknown {', '.join(unknown)}; registered: {', '.join(known)}")
+    models = parse_models(config.option.models)
     artifacts, problems = discover(config.option.artifacts, models)
     extra = sorted({a.backend for a in artifacts})
     allowed = list(CORE_BACKENDS) + list(GPU_BACKENDS) + extra

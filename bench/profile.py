@@ -9,9 +9,15 @@ counts ops the other skips (fvcore counts normalisation and upsampling, torch do
 FLOPs are reported as 2 x fvcore MACs. Attention stays fused (memory-friendly at large
 inputs); fvcore gets a handle for ``scaled_dot_product_attention`` that counts its two
 matrix products, as it counts them in the explicit MatMul form (tested).
+
+``--model`` takes a registered name or ``package.module:factory`` (``train.models.external``;
+``--set KEY=VALUE`` for the factory). A model read through the output adapter is broken
+down by its own top-level children; for an IMDL-BenCo-form model the count includes the
+loss its forward computes on the neutral targets (elementwise, a small share).
 """
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -31,7 +37,9 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from train.checkpoint import ModelBuild, check_size, model_from_checkpoint  # noqa: E402
 from train.config import parse_assignments  # noqa: E402
-from train.models import get_spec, list_models  # noqa: E402
+from train.models import get_spec  # noqa: E402
+from train.models.adapter import ExternalModel  # noqa: E402
+from train.models.external import model_argument, resolve_model, triple_argument  # noqa: E402
 from fvcore.nn.jit_handles import get_shape  # noqa: E402
 from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop_count  # noqa: E402
 
@@ -83,6 +91,12 @@ def _sdpa_macs(inputs, outputs) -> int:
     return lead * n * m * (d + dv)
 
 
+def components_of(model: nn.Module) -> tuple[str, nn.Module]:
+    """(module path prefix under the count's wrapper, module) whose children are the
+    components: the model itself, or the network inside the output adapter."""
+    return ("model.net.", model.net) if isinstance(model, ExternalModel) else ("model.", model)
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -113,8 +127,9 @@ def _count(wrapper: nn.Module, x: torch.Tensor, model: nn.Module,
         fv = float(analysis.total())
         if by_module is not None:
             per = analysis.by_module()
-            for name, _ in model.named_children():
-                by_module[name] = float(per.get(f"model.{name}", 0))
+            prefix, root = components_of(model)
+            for name, _ in root.named_children():
+                by_module[name] = float(per.get(f"{prefix}{name}", 0))
         with FlopCounterMode(display=False) as counter:
             wrapper(x)
     return fv, counter.get_total_flops() / 2.0
@@ -133,7 +148,7 @@ def profile(name: str, size: int | None = None, small: bool = False, variant: st
     per_module: dict[str, float] = {}
     fv, tc = count_macs(model, torch.rand(1, 3, size, size), per_module)
     components = {name: (count_params(child) / 1e6, per_module.get(name, 0.0) / 1e9)
-                  for name, child in model.named_children()}
+                  for name, child in components_of(model)[1].named_children()}
     return Profile(spec.name, size, count_params(model) / 1e6, fv / 1e9, tc / 1e9, components)
 
 
@@ -200,16 +215,23 @@ def format_profile(prof: Profile) -> str:
 @one_line_errors(ValueError, OSError)
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=list_models(), help="registered model (default: the checkpoint's)")
+    parser.add_argument("--model", type=model_argument,
+                        help="registered name or package.module:factory (default: the checkpoint's)")
     parser.add_argument("--checkpoint", help="profile the model a checkpoint records (small, variant, options, size)")
     parser.add_argument("--size", type=int, help="input size (default: the checkpoint's, else the paper's)")
     parser.add_argument("--variant", help="a named option set of the model")
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                         help="model constructor option (repeatable)")
     parser.add_argument("--small", action="store_true", help="the small test configuration")
+    parser.add_argument("--mean", type=triple_argument, help="R,G,B mean of a model without a spec (unused "
+                        "by the count; accepted like export.onnx's)")
+    parser.add_argument("--std", type=triple_argument, help="R,G,B std of a model without a spec")
+    parser.add_argument("--json", action="store_true", help="print the profile as JSON")
     args = parser.parse_args(argv)
     options = parse_assignments(args.options, "--set")
     check_size(args.size)
+    if args.model:
+        resolve_model(args.model, mean=args.mean, std=args.std)
     if args.checkpoint:  # the build and size it records, checked against the flags
         _, config = model_from_checkpoint(args.checkpoint, args.model, small=args.small or None,
                                           variant=args.variant, options=options, size=args.size)
@@ -218,7 +240,14 @@ def main(argv: list[str] | None = None) -> int:
         build, size = ModelBuild(args.model, args.small, args.variant, options), args.size
     else:
         parser.error("--model is required without --checkpoint")
-    print(format_profile(profile(build.name, size, build.small, build.variant, **build.options)))
+    try:
+        result = profile(build.name, size, build.small, build.variant, **build.options)
+    except ValueError:  # ModelError, BuildError and the adapter's errors: one line already
+        raise
+    except Exception as err:  # the model's own forward under the counters' tracing: any error, one line
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise ValueError(f"{build.name}: counting failed: {type(err).__name__}: {first}") from None
+    print(json.dumps(result.as_dict(), indent=2) if args.json else format_profile(result))
     return 0
 
 

@@ -1,5 +1,9 @@
 """``python -m export.onnx``: export a registered model to ONNX with its JSON sidecar.
 
+``--model`` also takes ``package.module:factory`` (any PyTorch IML model, read through the
+output adapter ``train.models.adapter``; ``--mean``/``--std`` for its normalisation) and the
+names installed packages register (``train.models.external``).
+
 Steps: build the model (optionally load a checkpoint), apply the named rewrites, export
 the contract outputs (prob, score) with the TorchScript exporter at opset 17, run the ONNX
 checker and strict shape inference, lint the ops, check parity of the runtime's
@@ -36,7 +40,9 @@ from runtime.sidecar import Sidecar, sha256_file, sidecar_path
 from train.checkpoint import (BuildError, CheckpointError, ModelBuild, check_size, load_checkpoint,
                               model_from_checkpoint)
 from train.config import parse_assignments
-from train.models import get_spec, list_models
+from train.models import get_spec
+from train.models.adapter import AdapterError, ExternalModel
+from train.models.external import file_stem, model_argument, resolve_model, triple_argument
 
 from .verify import LintReport, Parity, check_model, lint, parity
 from .ort_attention import DOMAIN as ORT_DOMAIN, OP as ORT_OP, use_ort_attention
@@ -55,11 +61,12 @@ class ExportError(RuntimeError):
 
 
 class ContractWrapper(nn.Module):
-    """The export contract: image -> (prob, score) through the model's ``predict``."""
+    """The export contract: image -> (prob, score) through the model's ``predict``; a
+    model without one goes through the output adapter (``ExternalModel``)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.model = model if callable(getattr(model, "predict", None)) else ExternalModel(model)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.predict(image)
@@ -128,8 +135,16 @@ def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | 
     mean = torch.tensor(spec.mean).reshape(1, 3, 1, 1)
     std = torch.tensor(spec.std).reshape(1, 3, 1, 1)
     image = (image - mean) / std
-    with torch.no_grad():
-        prob, score = wrapper(image)
+    try:
+        with torch.no_grad():
+            prob, score = wrapper(image)
+    except AdapterError as err:
+        raise ExportError(str(err)) from None
+    except Exception as err:  # the model's own forward: any error, one line
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise ExportError(f"{build.name}: forward failed on a {tuple(image.shape)} image: {type(err).__name__}: {first}") \
+            from None
+    check_contract(build.name, prob, score, n, size)
     reference = {"prob": prob.numpy(), "score": score.numpy()}
 
     dynamic = {"image": {0: "batch"}, "prob": {0: "batch"}, "score": {0: "batch"}} if batch == "dynamic" else None
@@ -179,7 +194,7 @@ def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | 
             "parity": {"reference": "torch", "max_abs_diff": max(result.max_abs_prob, result.max_abs_score),
                        "tolerance": tolerance, "passed": True},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "extra": {"rewrites": rewrites, "attention": attention,
+            "extra": {**adapter_note(wrapper.model), "rewrites": rewrites, "attention": attention,
                       "attention_patterns": report.attention_patterns,
                       "nodes": sum(report.op_counts.values())},
         })
@@ -192,6 +207,25 @@ def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | 
                 with contextlib.suppress(OSError):
                     folder.rmdir()
     return ExportResult(out, sidecar_path(out), result, report, rewrites, time.perf_counter() - start)
+
+
+def check_contract(name: str, prob: torch.Tensor, score: torch.Tensor, n: int, size: int) -> None:
+    """The contract's shapes and range on the reference outputs; ExportError otherwise."""
+    if tuple(prob.shape) != (n, 1, size, size) or tuple(score.shape) != (n, 1):
+        raise ExportError(f"{name}: predict gave prob {tuple(prob.shape)} and score {tuple(score.shape)}, "
+                          f"not ({n}, 1, {size}, {size}) and ({n}, 1)")
+    for what, t in (("prob", prob), ("score", score)):
+        if not bool(torch.isfinite(t).all()) or float(t.min()) < 0.0 or float(t.max()) > 1.0:
+            raise ExportError(f"{name}: {what} leaves [0, 1] (min {float(t.min()):.3g}, max {float(t.max()):.3g}); "
+                              "if the model's outputs are logits, --set outputs=logits")
+
+
+def adapter_note(model: nn.Module) -> dict[str, Any]:
+    """What the sidecar records of a model read through the output adapter."""
+    if not isinstance(model, ExternalModel):
+        return {}
+    return {"adapter": {"read": model.form, "outputs": model.outputs, "filled_inputs": model.extra_inputs,
+                        "class": f"{type(model.net).__module__}.{type(model.net).__qualname__}"}}
 
 
 def checkpoint_model_name(checkpoint: str | Path) -> str:
@@ -213,7 +247,11 @@ RANDOM_WEIGHTS_WARNING = ("warning: no --checkpoint: exporting the untrained mod
 @one_line_errors(ExportError, ValueError, OSError)
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m export.onnx", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=list_models(), help="registered model (default: the checkpoint's)")
+    parser.add_argument("--model", type=model_argument,
+                        help="registered name or package.module:factory (default: the checkpoint's)")
+    parser.add_argument("--mean", type=triple_argument, help="R,G,B normalisation mean of a model without a spec "
+                        "(default ImageNet's)")
+    parser.add_argument("--std", type=triple_argument, help="R,G,B normalisation std (default ImageNet's)")
     parser.add_argument("--checkpoint", help="checkpoint of a run (best.pt) or a converted one: rebuilds the model "
                                              "it records; a bare state dict needs --model etc. (default: random init)")
     parser.add_argument("--out", help="ONNX path ending in .onnx (default: artifacts/MODEL.onnx)")
@@ -232,13 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch != "dynamic" and not (args.batch.isdigit() and int(args.batch) >= 1):
         parser.error(f"argument --batch: expected a positive integer or 'dynamic', got {args.batch!r}")
     options = parse_assignments(args.options, "--set")
+    if args.model:
+        resolve_model(args.model, mean=args.mean, std=args.std)
     check_size(args.size)
     if not args.checkpoint:
         if not args.model:
             parser.error("--model is required without --checkpoint")
         ModelBuild(args.model, args.small, args.variant, options).check(args.size)  # before the work
     name = args.model or (None if args.out else checkpoint_model_name(args.checkpoint))
-    out = output_file(args.out or f"artifacts/{name}.onnx", suffix=".onnx")
+    out = output_file(args.out or f"artifacts/{file_stem(name)}.onnx", suffix=".onnx")
     res = export_model(args.model, out, checkpoint=args.checkpoint, size=args.size, batch=args.batch,
                        opset=args.opset, small=args.small, variant=args.variant, options=options,
                        tolerance=args.tolerance, attention=args.attention)

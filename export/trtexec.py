@@ -207,7 +207,8 @@ def default_inputs(model: str, recipe: Recipe, precision: str, root: Path = Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.trtexec", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="model name (names the engine; default ONNX artifacts/NAME.onnx)")
+    parser.add_argument("--model", required=True, help="model name or package.module:factory (names the engine; "
+                        "default ONNX artifacts/NAME.onnx, ':' as '.')")
     parser.add_argument("--target", required=True, help="recipe name in engines/recipes.toml")
     parser.add_argument("--onnx", help="ONNX file (default artifacts/MODEL.onnx; MODEL.fp16.onnx for a strongly "
                                        "typed fp16 build, MODEL.int8.onnx for int8)")
@@ -219,18 +220,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output folder (default artifacts/trtexec/MODEL-TARGET)")
     parser.add_argument("--recipes", help="recipe file (default engines/recipes.toml)")
     args = parser.parse_args(argv)
-    out = Path(args.out or f"artifacts/trtexec/{args.model}-{args.target}")
+    stem = args.model.replace(":", ".")  # an import path names files as export.onnx does (external.file_stem)
+    out = Path(args.out or f"artifacts/trtexec/{stem}-{args.target}")
     try:
         book = load_recipes(args.recipes)
         recipe = book.get(args.target)
-        default_onnx, default_islands = default_inputs(args.model, recipe, args.precision or recipe.precision)
+        default_onnx, default_islands = default_inputs(stem, recipe, args.precision or recipe.precision)
         onnx_path = Path(args.onnx) if args.onnx else default_onnx
         if not onnx_path.is_file():
             raise PlanError(f"{onnx_path}: ONNX not found (python -m export.onnx --model {args.model}; "
                             "export.fp16 / export.quantize write the .fp16 / .int8 graphs)")
         island_file = args.fp32_nodes or (default_islands if not args.onnx else None)
         islands = load_fp32_nodes(island_file) if island_file else None
-        job = plan_job(args.model, onnx_path, recipe, book, precision=args.precision, shapes=args.shapes,
+        job = plan_job(stem, onnx_path, recipe, book, precision=args.precision, shapes=args.shapes,
                        fp32_nodes=islands)
         write_bundle(job, args.model, onnx_path, out)
     except (RecipeError, PlanError, ShapeError, ValueError) as err:

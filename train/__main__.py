@@ -23,14 +23,14 @@ interrupts_in_one_line(__name__)  # before the heavy imports
 from .checkpoint import ModelBuild, load_checkpoint
 from .config import TrainConfig, parse_assignments
 from .losses import list_objectives
-from .models import list_models
+from .models.external import model_argument
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig(model="", data="")
     ap = ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0],
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--model", choices=list_models(), help="model to train")
+    ap.add_argument("--model", type=model_argument, help="model to train: registered name or package.module:factory")
     ap.add_argument("--data", help="training data: folder (Tp/, Gt/) or JSON list")
     ap.add_argument("--val", help="validation data (default: hold out --val-fraction of --data)")
     ap.add_argument("--val-fraction", type=float, default=d.val_fraction)

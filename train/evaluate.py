@@ -39,6 +39,7 @@ from .data.distortions import Distortion
 from .data.folders import Sample, check_samples, load_pair, read_samples
 from .metrics import PIXEL_KEYS, PixelMetrics, image_metrics
 from .models import get_spec
+from .models.external import model_argument
 
 
 class EvalDataset(Dataset):
@@ -140,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", required=True, help="best.pt / last.pt of a run, a converted checkpoint "
                     "(both rebuild the model they record), or a bare state dict")
     ap.add_argument("--data", required=True, help="folder (Tp/, Gt/) or JSON list")
-    ap.add_argument("--model", help="registered model name (only needed for a bare state dict; "
-                    "must match the checkpoint's otherwise)")
+    ap.add_argument("--model", type=model_argument, help="registered name or package.module:factory (only "
+                    "needed for a bare state dict; must match the checkpoint's otherwise)")
     ap.add_argument("--small", action="store_true", help="small configuration (only for a bare state dict)")
     ap.add_argument("--variant", help="named option set (only for a bare state dict)")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="model option (only for a bare state dict)")

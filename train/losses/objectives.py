@@ -5,7 +5,9 @@ it asks ``get_objective(name)`` for a callable ``objective(model, batch) -> Loss
 A batch is a dict with ``image`` (N, 3, H, W, normalised), ``mask`` (N, 1, H, W in
 {0, 1}) and ``label`` (N,) image labels (1 = forged). Objectives are named after the
 model (``m2sformer`` ...) plus ``diffforensics_stage1`` for DiffForensics' denoising
-pre-training. Paper weights are defaults; each is a constructor argument.
+pre-training, and ``contract`` for any model read through the output adapter (the default
+of an import-path model, ``package.module:factory``). Paper weights are defaults; each is a
+constructor argument.
 """
 from __future__ import annotations
 
@@ -220,6 +222,30 @@ class DiffusionPretrainObjective(Objective):
         return LossResult(mse, _parts(mse=mse))
 
 
+class ContractObjective(Objective):
+    """A model of another project (``train.models.adapter.ExternalModel``): its own loss
+    where its forward computes one from the targets (IMDL-BenCo's ``backward_loss``; the
+    targets ``mask``, ``edge_mask`` = the GT's Sobel edge band, ``label``), else BCE of the
+    contract's ``prob`` with the mask plus ``score_weight`` x BCE of ``score`` with the image
+    label (our choice for a model that brings no loss; the probabilities are clamped to
+    [eps, 1 - eps] and compared as logits)."""
+
+    def __init__(self, score_weight: float = 1.0, eps: float = 1e-6) -> None:
+        self.score_weight, self.eps = score_weight, eps
+
+    def __call__(self, model, batch):
+        y = batch["mask"]
+        label = batch["label"].reshape(-1).float()
+        out = model(batch["image"], mask=y, edge_mask=edge_target(y), label=label)
+        if "loss" in out:
+            return LossResult(out["loss"], _parts(model_loss=out["loss"]))
+        prob = torch.logit(out["prob"].float(), self.eps)
+        score = torch.logit(out["score"].float(), self.eps).reshape(-1)
+        pixel = F.binary_cross_entropy_with_logits(prob, y.float())
+        image = F.binary_cross_entropy_with_logits(score, label)
+        return LossResult(pixel + self.score_weight * image, _parts(pixel=pixel, image=image))
+
+
 OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "m2sformer": M2SFormerObjective,
     "transforensics": TransForensicsObjective,
@@ -227,6 +253,7 @@ OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "qmanet": QMANetObjective,
     "diffforensics": DiffForensicsObjective,
     "diffforensics_stage1": DiffusionPretrainObjective,
+    "contract": ContractObjective,
 }
 
 
@@ -235,7 +262,10 @@ def list_objectives() -> list[str]:
 
 
 def get_objective(name: str, **options: Any) -> Objective:
-    """The objective ``name`` (a model name, or ``diffforensics_stage1``) with options."""
+    """The objective ``name`` (a model name, ``diffforensics_stage1`` or ``contract``) with
+    options; an import-path model name (``module:factory``) gets ``contract``."""
+    if ":" in name and name not in OBJECTIVES:
+        return ContractObjective(**options)
     try:
         factory = OBJECTIVES[name.lower()]
     except KeyError:

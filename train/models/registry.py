@@ -2,6 +2,8 @@
 
 Everything outside ``train.models`` (export, bench, the runtime sidecar) reads the input
 size, normalisation, outputs and published figures from here instead of repeating them.
+``get_spec`` / ``build_model`` also take any name ``train.models.external`` resolves: an
+import path ``package.module:factory`` or an ``imlkit.models`` entry point.
 """
 from __future__ import annotations
 
@@ -46,6 +48,8 @@ class ModelSpec:
     small: dict[str, Any] = field(default_factory=dict)  # same topology, small widths (tests)
     small_size: int = 64
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # named option sets
+    # how the output adapter reads a built model without ``predict`` (train.models.adapter)
+    output_kind: str = "auto"  # auto | logits | probs
 
     @property
     def outputs(self) -> dict[str, str]:
@@ -63,14 +67,26 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 
 def list_models() -> list[str]:
+    """The registered (paper) models."""
     return sorted(_REGISTRY)
 
 
+def is_registered(name: str) -> bool:
+    return ":" not in name and name.lower() in _REGISTRY
+
+
+def registered_spec(name: str) -> ModelSpec:
+    return _REGISTRY[name.lower()]
+
+
 def get_spec(name: str) -> ModelSpec:
-    try:
-        return _REGISTRY[name.lower()]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(list_models())}") from None
+    """The spec of a registered model, an import path or an entry-point model; raises
+    ``train.models.external.ModelError`` (a ValueError, one line) for anything else."""
+    if is_registered(name):
+        return registered_spec(name)
+    from .external import resolve_model
+
+    return resolve_model(name)
 
 
 def build_model(name: str, small: bool = False, **options: Any) -> nn.Module:
