@@ -43,6 +43,8 @@ import torch.nn as nn
 
 from .atomic import atomic_path
 from .models import build_model, get_spec
+from .models.external import RESERVED_OPTIONS, ModelError
+from .models.registry import is_registered
 
 FORMAT = "imlkit-train-1"
 MIN_SIZE = 32  # one pixel at stride 32, the deepest encoder stride of the registered models
@@ -111,7 +113,7 @@ class ModelBuild:
         params = self._parameters()
         if params is not None:
             for key, value in self.options.items():
-                if key not in params:
+                if key not in params and (is_registered(spec.name) or key not in RESERVED_OPTIONS):
                     raise BuildError(f"--set {key}={_fmt(value)}: {spec.name} takes no option {key!r} "
                                      f"(options: {', '.join(p for p in params if p != 'self')})")
         size = self.default_size() if size is None else check_size(size)
@@ -150,6 +152,8 @@ class ModelBuild:
                 f"downloaded ({type(err).__name__}; offline?). Fetch them once with network access (they are "
                 "cached under HF_HOME, default ~/.cache/huggingface) or, for SegFormer/MiT encoders, pass a "
                 "local folder: --set pretrained=PATH") from None
+        except ModelError as err:  # an import-path model's own one-line error (the factory raised, ...)
+            raise BuildError(str(err)) from None
         except (TypeError, ValueError, RuntimeError, AssertionError) as err:
             raise BuildError(f"{self.describe()}: cannot be built ({type(err).__name__}: {_first(err)})") from None
         multiple = getattr(model, "size_multiple", 1)
