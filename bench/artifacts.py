@@ -5,7 +5,7 @@ folder the user names.
 The run's own exports are made for onnxruntime (``--attention ort``: our attention layers as
 its fused MultiHeadAttention, what a CPU deployment of the runtime ships; the explicit graph
 of TransForensics' C2 branch at 512 would need ~19 GiB). An export is reused while its key
-holds: model, options, attention mode, size, batch, opset and a
+holds: model, options, attention mode, exporter (``export.exporters``), size, batch, opset and a
 fingerprint of the sources of ``train``, ``export`` and ``runtime`` (any edit there
 re-exports). Precision of an ONNX file is read from the graph itself (Q/DQ nodes: int8;
 float16 initializers or casts to float16: fp16; else fp32), of an engine from its sidecar.
@@ -56,17 +56,18 @@ class ExportFailed(RuntimeError):
 
 def _export_target(model: str, cache_dir: str | Path, size: int, batch: int | str, small: bool,
                    variant: str | None, options: dict[str, Any] | None, opset: int | None,
-                   fingerprint: str | None, attention: str) -> tuple[Path, str, list[str]]:
-    """(path, key, export command) of one cached export."""
-    from export.onnx import DEFAULT_OPSET
+                   fingerprint: str | None, attention: str, exporter: str | None) -> tuple[Path, str, list[str]]:
+    """(path, key, export command) of one cached export (``exporter`` None: export.onnx's default)."""
+    from export.exporters import DEFAULT_EXPORTER, default_opset
 
-    opset = opset or DEFAULT_OPSET
+    exporter = exporter or DEFAULT_EXPORTER
+    opset = opset or default_opset(exporter)
     path = Path(cache_dir) / f"{artifact_stem(model, size, batch, small, variant)}.onnx"
     key = json.dumps({"model": model, "size": size, "batch": batch, "small": small, "variant": variant,
-                      "options": options or {}, "opset": opset, "attention": attention,
+                      "options": options or {}, "opset": opset, "attention": attention, "exporter": exporter,
                       "code": fingerprint or code_fingerprint()}, sort_keys=True, default=str)
     cmd = [sys.executable, "-m", "export.onnx", "--model", model, "--out", str(path), "--size", str(size),
-           "--batch", str(batch), "--opset", str(opset), "--attention", attention]
+           "--batch", str(batch), "--opset", str(opset), "--attention", attention, "--exporter", exporter]
     cmd += (["--small"] if small else []) + (["--variant", variant] if variant else [])
     for k, v in (options or {}).items():
         cmd += ["--set", f"{k}={v!r}"]
@@ -82,23 +83,24 @@ def _is_current(path: Path, key: str) -> bool:
 
 def is_cached(model: str, cache_dir: str | Path, *, size: int, batch: int | str = 1, small: bool = False,
               variant: str | None = None, options: dict[str, Any] | None = None, opset: int | None = None,
-              fingerprint: str | None = None, attention: str = "ort") -> bool:
+              fingerprint: str | None = None, attention: str = "ort", exporter: str | None = None) -> bool:
     """Whether ``cached_export`` with these arguments would reuse a file (no export needed)."""
     path, key, _ = _export_target(model, cache_dir, size, batch, small, variant, options, opset, fingerprint,
-                                  attention)
+                                  attention, exporter)
     return _is_current(path, key)
 
 
 def cached_export(model: str, cache_dir: str | Path, *, size: int, batch: int | str = 1, small: bool = False,
                   variant: str | None = None, options: dict[str, Any] | None = None, opset: int | None = None,
-                  fingerprint: str | None = None, timeout: float | None = 3600, attention: str = "ort") -> Path:
+                  fingerprint: str | None = None, timeout: float | None = 3600, attention: str = "ort",
+                  exporter: str | None = None) -> Path:
     """The ONNX export of ``model`` in ``cache_dir``, made (and verified) by ``python -m
     export.onnx`` in a child process unless a file with the same key is there already. The
     child keeps the export's memory (tracing, the parity run) out of the benchmark process;
     a failure raises ExportFailed with the CLI's message."""
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     path, key, cmd = _export_target(model, cache_dir, size, batch, small, variant, options, opset, fingerprint,
-                                    attention)
+                                    attention, exporter)
     if _is_current(path, key):
         return path
     try:

@@ -16,6 +16,7 @@ Options (all comma lists where plural):
   --bench-cache DIR     exports, profiles and the inductor cache, reused while the code is unchanged
                         (default bench-out/cache)
   --artifacts DIR       extra artifacts to benchmark: FP16 / INT8 ONNX, TensorRT engines (with sidecars)
+  --exporter NAME       ONNX exporter of the run's exports: dynamo or torchscript (default: export.onnx's)
   --budget MIN          wall-clock budget of the run in minutes (default 20; 0: none). The core suites
                         (peak, profiles, paper-size latency and memory, footprint) always run; an optional
                         point (variants, encoder ablation, batch sweep, scaling) whose estimated cost would
@@ -108,6 +109,8 @@ def pytest_addoption(parser):
     group.addoption("--budget", type=float, default=20.0,
                     help="run budget in minutes: optional points that would end past it skip (default 20; 0: none)")
     group.addoption("--artifacts", default=None, help="folder of extra artifacts (FP16/INT8 ONNX, engines)")
+    group.addoption("--exporter", default=None, choices=("dynamo", "torchscript"),
+                    help="ONNX exporter of the run's exports (default: export.onnx's)")
 
 
 @dataclass
@@ -126,6 +129,7 @@ class Store:
     artifact_problems: list[str]
     fingerprint: str
     budget_s: float | None = None
+    exporter: str | None = None  # None: export.onnx's default
     started: float = field(default_factory=time.monotonic)
     records: list[dict[str, Any]] = field(default_factory=list)
     latency: dict[tuple, float] = field(default_factory=dict)
@@ -147,7 +151,7 @@ class Store:
             try:
                 return cached_export(subject.model, self.cache, size=subject.size, batch=batch, small=subject.small,
                                      variant=subject.variant, options=dict(subject.options) or None,
-                                     fingerprint=self.fingerprint)
+                                     fingerprint=self.fingerprint, exporter=self.exporter)
             except ExportFailed as err:
                 self._export_failures[key] = str(err)
                 self.record("export_failure", **subject.as_dict(), export_batch=str(batch), reason=str(err))
@@ -188,7 +192,8 @@ class Store:
         """Expected seconds to make ``subject``'s cached export: 0 when it is there, else about
         three inferences (trace, PyTorch reference, onnxruntime parity) plus a fixed overhead."""
         if is_cached(subject.model, self.cache, size=subject.size, batch=batch, small=subject.small,
-                     variant=subject.variant, options=dict(subject.options) or None, fingerprint=self.fingerprint):
+                     variant=subject.variant, options=dict(subject.options) or None, fingerprint=self.fingerprint,
+                     exporter=self.exporter):
             return 0.0
         return 3 * self.estimate_s(subject, "torch") + EXPORT_OVERHEAD_S
 
@@ -297,7 +302,7 @@ def pytest_configure(config):
     use_inductor_cache(cache, _USER_INDUCTOR_CACHE)
     config.stash[STORE_KEY] = Store(models, backends, small, _ints(config.option.batches, "--batches"), sizes, plan,
                                     config.option.point_limit, cache, artifacts, problems, code_fingerprint(),
-                                    budget_s=config.option.budget * 60 or None)
+                                    budget_s=config.option.budget * 60 or None, exporter=config.option.exporter)
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from export.exporters import DEFAULT_EXPORTER, EXPORTERS
 from export.onnx import ExportError, export_model
 from runtime import Predictor
 from runtime.io import load_image, save_png
@@ -132,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="demo-out", help="output folder")
     parser.add_argument("--small", action="store_true",
                         help="a few training steps and the small profile (fast; for the tests)")
+    parser.add_argument("--exporter", choices=EXPORTERS, default=DEFAULT_EXPORTER,
+                        help=f"ONNX exporter (default {DEFAULT_EXPORTER}; see export.exporters)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,14 +152,14 @@ def main(argv: list[str] | None = None) -> int:
 
     steps.set_postfix_str("export + checks")
     try:
-        res = export_model(args.model, out / f"{args.model}.onnx", small=True, checkpoint=ckpt)
+        res = export_model(args.model, out / f"{args.model}.onnx", small=True, checkpoint=ckpt, exporter=args.exporter)
     except ExportError as err:
         steps.close()
         print(f"error: {err}", file=sys.stderr)
         return 1
     rows += [("export", f"{res.onnx_path} ({res.onnx_path.stat().st_size / 2**20:.1f} MiB, trained weights)",
               f"{res.seconds:.1f} s"),
-             ("graph", f"opset {res.lint.opset}, {sum(res.lint.op_counts.values())} nodes, "
+             ("graph", f"{args.exporter} exporter, opset {res.lint.opset}, {sum(res.lint.op_counts.values())} nodes, "
               f"{res.lint.attention_patterns} attention patterns, lint ok", ""),
              ("parity", f"max |prob diff| {res.parity.max_abs_prob:.1e} (tol {res.parity.tolerance:g})",
               "pass" if res.parity.passed else "FAIL")]

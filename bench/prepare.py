@@ -28,8 +28,9 @@ class Item:
     run: Callable[[], object]
 
 
-def plan(models: list[str], cache: Path, small: bool = False, compile: bool = True) -> list[Item]:
-    """The work items for ``models``, in run order."""
+def plan(models: list[str], cache: Path, small: bool = False, compile: bool = True,
+         exporter: str | None = None) -> list[Item]:
+    """The work items for ``models``, in run order (``exporter`` None: export.onnx's default)."""
     from bench.artifacts import cached_export, code_fingerprint
     from bench.memory import measure_backend
     from bench.papers import M2SFORMER_BACKBONES, profile_points
@@ -43,7 +44,7 @@ def plan(models: list[str], cache: Path, small: bool = False, compile: bool = Tr
         return Item(f"export {subject.label} {subject.size}px batch {batch}",
                     lambda: cached_export(subject.model, cache, size=subject.size, batch=batch, small=subject.small,
                                           variant=subject.variant, options=dict(subject.options) or None,
-                                          fingerprint=fingerprint))
+                                          fingerprint=fingerprint, exporter=exporter))
 
     def profile(subject: Subject) -> Item:
         return Item(f"profile {subject.label} {subject.size}px", lambda: cached_profile(subject, cache, fingerprint))
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true", help="the small test configurations")
     parser.add_argument("--bench-cache", type=Path, default=DEFAULT_CACHE, help="cache folder (as pytest bench/)")
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile's cache cold")
+    parser.add_argument("--exporter", choices=("dynamo", "torchscript"),
+                        help="ONNX exporter of the exports (default: export.onnx's; as pytest bench/ --exporter)")
     args = parser.parse_args(argv)
 
     from train.models import list_models
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    items = plan(models, args.bench_cache, small=args.small, compile=not args.no_compile)
+    items = plan(models, args.bench_cache, small=args.small, compile=not args.no_compile, exporter=args.exporter)
     start = time.perf_counter()
     bar = tqdm(items, desc="prepare", unit="item", file=sys.stderr)
     for item in bar:

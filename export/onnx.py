@@ -5,14 +5,12 @@ output adapter ``train.models.adapter``; ``--mean``/``--std`` for its normalisat
 names installed packages register (``train.models.external``).
 
 Steps: build the model (optionally load a checkpoint), apply the named rewrites, export
-the contract outputs (prob, score) with the TorchScript exporter at opset 17, run the ONNX
-checker and strict shape inference, lint the ops, check parity of the runtime's
-onnxruntime backend against PyTorch on a fixed input, then write the sidecar. Files appear
-only when every check passed (written beside the target, then renamed into place).
-
-The TorchScript-based exporter (``dynamo=False``) is used because it emits opset 17
-directly; the torch.export-based exporter starts at opset 18 and reaches 17 only through
-the ONNX version converter.
+the contract outputs (prob, score) with ``--exporter`` (``export.exporters``: torch.export
+"dynamo" at opset 18, or the TorchScript tracer at opset 17), run the ONNX checker and
+strict shape inference, lint the ops, check parity of the runtime's onnxruntime backend
+against PyTorch on a fixed input, then write the sidecar (its ``exporter`` names which).
+Files appear only when every check passed (written beside the target, then renamed into
+place).
 """
 from __future__ import annotations
 
@@ -21,7 +19,6 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,11 +42,12 @@ from train.models.adapter import AdapterError, ExternalModel
 from train.models.external import file_stem, model_argument, resolve_model, triple_argument
 
 from .verify import LintReport, Parity, check_model, lint, parity
-from .ort_attention import DOMAIN as ORT_DOMAIN, OP as ORT_OP, use_ort_attention
+from .exporters import (DEFAULT_EXPORTER, DEFAULT_OPSETS, EXPORTERS, LABELS, ExporterError, default_opset,
+                        example_batch, export_graph)
+from .ort_attention import CUSTOM_OP as ORT_CUSTOM_OP, DOMAIN as ORT_DOMAIN, OP as ORT_OP, use_ort_attention
 from .rewrites import apply_rewrites
 
-DEFAULT_OPSET = 17
-EXPORTER = "torch.onnx (TorchScript tracer, dynamo=False)"
+DEFAULT_OPSET = DEFAULT_OPSETS[DEFAULT_EXPORTER]  # of the default exporter; see export.exporters
 
 
 ATTENTION_CHOICES = ("explicit", "ort")
@@ -83,15 +81,19 @@ class ExportResult:
 
 
 def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | None = None,
-                 size: int | None = None, batch: int | str = 1, opset: int = DEFAULT_OPSET, small: bool = False,
+                 size: int | None = None, batch: int | str = 1, opset: int | None = None, small: bool = False,
                  variant: str | None = None, options: dict[str, Any] | None = None,
-                 tolerance: float = 1e-4, seed: int = 0, attention: str = "explicit") -> ExportResult:
+                 tolerance: float = 1e-4, seed: int = 0, attention: str = "explicit",
+                 exporter: str = DEFAULT_EXPORTER) -> ExportResult:
     """Export ``name`` to ``out`` (+ sidecar) and verify it; raises ExportError.
 
     With a ``checkpoint`` the model is the one it records (``train.checkpoint``: name,
     small, variant, options, trained size); ``name``/``small``/``variant``/``options``/
     ``size`` may repeat or add to that, a contradiction is an error. ``name`` may be None
     then.
+
+    ``exporter``: "dynamo" (torch.export) or "torchscript" (``export.exporters``); ``opset``
+    defaults to the exporter's (18 for dynamo, 17 for TorchScript).
 
     ``attention``: "explicit" (default) exports every attention as Mul -> MatMul -> Softmax ->
     MatMul with standard ops only, for TensorRT and any ONNX runtime; "ort" exports the core
@@ -101,6 +103,9 @@ def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | 
         raise ExportError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}, got {attention!r}")
     if batch != "dynamic" and (isinstance(batch, bool) or not str(batch).isdigit() or int(batch) < 1):
         raise ExportError(f"--batch {batch}: expected a positive integer or 'dynamic'")
+    if exporter not in EXPORTERS:
+        raise ExportError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    opset = opset or default_opset(exporter)
     start = time.perf_counter()
     torch.manual_seed(seed)
     try:
@@ -129,7 +134,7 @@ def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | 
         rewrites["ort_attention"] = use_ort_attention(model)
     wrapper = ContractWrapper(model).eval()
 
-    n = 1 if batch == "dynamic" else int(batch)
+    n = example_batch(exporter, batch)
     gen = torch.Generator().manual_seed(seed)
     image = torch.rand(n, 3, size, size, generator=gen)
     mean = torch.tensor(spec.mean).reshape(1, 3, 1, 1)
@@ -147,20 +152,18 @@ def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | 
     check_contract(build.name, prob, score, n, size)
     reference = {"prob": prob.numpy(), "score": score.numpy()}
 
-    dynamic = {"image": {0: "batch"}, "prob": {0: "batch"}, "score": {0: "batch"}} if batch == "dynamic" else None
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tracer notes on shape arithmetic; parity is checked below
-                torch.onnx.export(wrapper, (image,), str(tmp), dynamo=False, opset_version=opset,
-                                  input_names=["image"], output_names=["prob", "score"],
-                                  dynamic_axes=dynamic, do_constant_folding=True,
-                                  custom_opsets={ORT_DOMAIN: 1} if attention == "ort" else None)
+            export_graph(wrapper, image, tmp, exporter=exporter, opset=opset, dynamic_batch=batch == "dynamic",
+                         custom_ops=(ORT_CUSTOM_OP,) if attention == "ort" else ())
+        except ExporterError as err:
+            raise ExportError(f"{out}: {err}") from None
+        try:
             graph = check_model(tmp)
-        except Exception as err:  # the tracer, exporter, checker and shape inference raise many types
+        except Exception as err:  # the checker and shape inference raise many types
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise ExportError(f"{out}: export failed at opset {opset}: {type(err).__name__}: {first}") from None
         report = lint(graph, opset, allowed_custom=ORT_ALLOWED if attention == "ort" else frozenset())
@@ -187,7 +190,7 @@ def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | 
             ],
             "threshold": 0.5,
             "opset": opset,
-            "exporter": EXPORTER,
+            "exporter": LABELS[exporter],
             "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "timm": timm.__version__,
                          "python": sys.version.split()[0]},
             "checkpoint": {"path": str(checkpoint) if checkpoint else None, "sha256": ckpt_sha},
@@ -257,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="ONNX path ending in .onnx (default: artifacts/MODEL.onnx)")
     parser.add_argument("--size", type=int, help="input size (default: the checkpoint's, else the paper's)")
     parser.add_argument("--batch", default="1", help="batch size N, or 'dynamic'")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument("--exporter", choices=EXPORTERS, default=DEFAULT_EXPORTER,
+                        help=f"dynamo: torch.export; torchscript: the TorchScript tracer (default {DEFAULT_EXPORTER})")
+    parser.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's, "
+                        + ", ".join(f"{e} {o}" for e, o in DEFAULT_OPSETS.items()) + ")")
     parser.add_argument("--variant", help="a named option set of the model (e.g. TransForensics c3)")
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                         help="model constructor option (repeatable)")
@@ -281,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     out = output_file(args.out or f"artifacts/{file_stem(name)}.onnx", suffix=".onnx")
     res = export_model(args.model, out, checkpoint=args.checkpoint, size=args.size, batch=args.batch,
                        opset=args.opset, small=args.small, variant=args.variant, options=options,
-                       tolerance=args.tolerance, attention=args.attention)
+                       tolerance=args.tolerance, attention=args.attention, exporter=args.exporter)
     ops = ", ".join(f"{k}x{v}" for k, v in sorted(res.lint.op_counts.items()))
     print(f"wrote {res.onnx_path} and {res.sidecar_path} in {res.seconds:.1f} s")
     print(f"rewrites: {res.rewrites}; attention patterns: {res.lint.attention_patterns}")

@@ -9,45 +9,70 @@ attention memory instead of ~19 GiB for the explicit graph. The graph then holds
 outside the ONNX standard that TensorRT does not parse (``export.check`` rejects it): engines
 are built from the default, explicit export. Third-party attention (timm's ViT / PVT,
 transformers' MiT) is left explicit; its token counts at the papers' sizes are small.
+
+The kernel is the torch custom op ``imlkit::ort_mha`` (eager: scaled dot-product attention),
+so both exporters see one opaque call: the TorchScript exporter through the symbolic
+registered here, the dynamo exporter through ``CUSTOM_OP``'s onnxscript translation.
 """
 from __future__ import annotations
 
+import onnxscript
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from onnxscript import FLOAT, opset18
+from torch.onnx import symbolic_helper
 
 from train.models.blocks.attention import MultiHeadAttention
 
+from .exporters import CustomOp
 from .rewrites import set_on_all
 
 DOMAIN = "com.microsoft"
 OP = "MultiHeadAttention"
 
 
-class _OrtMultiHeadAttention(torch.autograd.Function):
-    """Eager: scaled dot-product attention on (B, N, C) projections split into ``heads``.
-    Traced by the TorchScript exporter: one onnxruntime ``MultiHeadAttention`` node (its
-    default scale is 1/sqrt(C / heads), the same as ours)."""
+@torch.library.custom_op("imlkit::ort_mha", mutates_args=())
+def ort_mha(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """Scaled dot-product attention on (B, N, C) projections split into ``heads``; onnxruntime's
+    op has the same default scale, 1/sqrt(C / heads)."""
+    def split(x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.reshape(b, n, heads, c // heads).transpose(1, 2)
 
-    @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-        def split(x: torch.Tensor) -> torch.Tensor:
-            b, n, c = x.shape
-            return x.reshape(b, n, heads, c // heads).transpose(1, 2)
+    out = F.scaled_dot_product_attention(split(q), split(k), split(v))
+    b, _, n, d = out.shape
+    return out.transpose(1, 2).reshape(b, n, heads * d).contiguous()
 
-        out = F.scaled_dot_product_attention(split(q), split(k), split(v))
-        b, _, n, d = out.shape
-        return out.transpose(1, 2).reshape(b, n, heads * d)
 
-    @staticmethod
-    def symbolic(g, q, k, v, heads: int):
-        out = g.op(f"{DOMAIN}::{OP}", q, k, v, num_heads_i=heads)
-        out.setType(q.type())
-        return out
+@ort_mha.register_fake
+def _ort_mha_shape(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    return q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
+
+
+@symbolic_helper.parse_args("v", "v", "v", "i")
+def _torchscript_symbolic(g, q, k, v, heads: int):
+    out = g.op(f"{DOMAIN}::{OP}", q, k, v, num_heads_i=heads)
+    out.setType(q.type())
+    return out
+
+
+torch.onnx.register_custom_op_symbolic("imlkit::ort_mha", _torchscript_symbolic, 1)
+
+_MS = onnxscript.values.Opset(DOMAIN, 1)
+
+
+@onnxscript.script(onnxscript.values.Opset("imlkit.export", 1), default_opset=opset18)
+def _dynamo_translation(q: FLOAT, k: FLOAT, v: FLOAT, heads: int) -> FLOAT:
+    out = _MS.MultiHeadAttention(q, k, v, num_heads=heads)
+    return out
+
+
+CUSTOM_OP = CustomOp(torch.ops.imlkit.ort_mha.default, _dynamo_translation, DOMAIN, 1)
 
 
 def ort_attention_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    return _OrtMultiHeadAttention.apply(q, k, v, heads)
+    return ort_mha(q, k, v, heads)
 
 
 def use_ort_attention(model: nn.Module) -> int:

@@ -105,8 +105,9 @@ def lint(model: onnx.ModelProto, opset: int | None = None, *,
     """Op lint: every node in the default domain (or one of ``allowed_custom``'s (domain, op)
     pairs, counted in ``custom_ops``) and defined at the graph's opset, none of
     ``forbidden`` (default ``FORBIDDEN_OPS``), and every Softmax between two MatMuls fed by
-    a scaled Q (the attention pattern TensorRT fuses). ``rules`` run on every default-domain
-    node in the same walk (e.g. a TensorRT version's op table, ``export.trt_support``)."""
+    a scaled Q or by a constant Q holding the scale (the attention pattern TensorRT fuses).
+    ``rules`` run on every default-domain node in the same walk (e.g. a TensorRT version's
+    op table, ``export.trt_support``)."""
     graph_opset = default_opset(model)
     report = LintReport(opset=graph_opset)
     if opset is not None and graph_opset != opset:
@@ -136,7 +137,8 @@ def lint(model: onnx.ModelProto, opset: int | None = None, *,
             users = consumers.get(node.output[0], [])
             if qk is not None and qk.op_type == "MatMul" and any(u.op_type == "MatMul" for u in users):
                 q = producers.get(qk.input[0])
-                if q is not None and q.op_type == "Mul":
+                # a constant Q (learned queries) holds the scale already: the dynamo exporter folds it
+                if (q is not None and q.op_type == "Mul") or index.is_constant(qk.input[0]):
                     report.attention_patterns += 1
                 else:
                     report.problems.append(f"node {label}: attention scale is not folded into Q")

@@ -1,6 +1,6 @@
-"""Small-configuration ONNX exports shared by the precision test modules (test_precision,
-test_quantize): each registered model is exported once per test session, into a temporary
-folder removed at exit."""
+"""Small-configuration ONNX exports shared by the test modules (test_export, test_exporters,
+test_precision, test_quantize): each registered model is exported once per test session and
+exporter, into a temporary folder removed at exit."""
 from __future__ import annotations
 
 import atexit
@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from export.exporters import DEFAULT_EXPORTER
 from export.onnx import export_model
 
 
@@ -20,16 +21,16 @@ def _root() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def small_export(name: str) -> Path:
-    """The FP32 ONNX (with its sidecar) of ``name``'s small configuration."""
-    folder = _root() / name
-    folder.mkdir()
-    return export_model(name, folder / f"{name}.onnx", small=True).onnx_path
+def small_export(name: str, exporter: str = DEFAULT_EXPORTER) -> Path:
+    """The FP32 ONNX (with its sidecar) of ``name``'s small configuration by ``exporter``."""
+    folder = _root() / exporter / name
+    folder.mkdir(parents=True)
+    return export_model(name, folder / f"{name}.onnx", small=True, exporter=exporter).onnx_path
 
 
-def fresh_copy(name: str, dest: Path) -> Path:
+def fresh_copy(name: str, dest: Path, exporter: str = DEFAULT_EXPORTER) -> Path:
     """A copy of the small export and its sidecar in ``dest`` (tests write beside it)."""
-    src = small_export(name)
+    src = small_export(name, exporter)
     for path in (src, src.with_name(src.name + ".json")):
         shutil.copy(path, dest / path.name)
     return dest / src.name
