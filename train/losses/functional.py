@@ -12,10 +12,25 @@ from torchvision.ops import sigmoid_focal_loss
 from ..models.blocks.filters import Sobel
 
 
-def edge_target(mask: torch.Tensor) -> torch.Tensor:
-    """Binary boundary band of a {0, 1} mask: pixels where the mask's Sobel gradient
-    magnitude is non-zero (a band about two pixels wide around every region boundary)."""
-    return (Sobel().to(mask.device).magnitude(mask.float()) > 1e-3).to(mask.dtype)
+EDGE_RULES = ("any", "kornia")
+
+
+def edge_target(mask: torch.Tensor, rule: str = "any") -> torch.Tensor:
+    """Binary boundary band of a {0, 1} mask from its Sobel gradient (replicate padding).
+
+    ``rule="any"``: every pixel whose gradient magnitude is non-zero (a band about two
+    pixels wide around every region boundary, corners and single pixels included).
+    ``rule="kornia"``: what M2SFormer's public code trains on, kornia's normalised Sobel
+    (taps divided by 8, magnitude sqrt(gx^2 + gy^2 + 1e-6)) >= 0.5: both pixels of a
+    straight step (gradient 0.5), not the weaker responses beside corners or a lone pixel."""
+    if rule not in EDGE_RULES:
+        raise ValueError(f"edge rule must be one of {EDGE_RULES}, got {rule!r}")
+    sobel = Sobel("replicate").to(mask.device)
+    if rule == "any":
+        return (sobel.magnitude(mask.float()) > 1e-3).to(mask.dtype)
+    gx, gy = sobel.gradients(mask.float())
+    magnitude = torch.sqrt((gx / 8.0) ** 2 + (gy / 8.0) ** 2 + 1e-6)
+    return (magnitude >= 0.5).to(mask.dtype)
 
 
 def balanced_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -55,17 +55,21 @@ def _parts(**terms: torch.Tensor) -> dict[str, float]:
 
 class M2SFormerObjective(Objective):
     """M2SFormer: BCE on the region logits and on the global prior, each with per-sample
-    pos_weight = negatives / positives, plus BCE on the Sobel edge band of the GT."""
+    pos_weight = negatives / positives, plus BCE on the Sobel edge band of the GT. The edge
+    rule is the model's ``edge_target`` option (default "kornia", the authors' code; see
+    ``edge_target``); ``edge_rule`` overrides it."""
 
-    def __init__(self, edge_weight: float = 1.0) -> None:
+    def __init__(self, edge_weight: float = 1.0, edge_rule: str | None = None) -> None:
         self.edge_weight = edge_weight
+        self.edge_rule = edge_rule
 
     def __call__(self, model, batch):
         out = model(batch["image"])
         y = batch["mask"]
+        rule = self.edge_rule or getattr(getattr(model, "module", model), "edge_target", "any")
         region = balanced_bce(out["region"], y)
         prior = balanced_bce(out["prior"], y)
-        edge = F.binary_cross_entropy_with_logits(out["edge"], edge_target(y))
+        edge = F.binary_cross_entropy_with_logits(out["edge"], edge_target(y, rule))
         return LossResult(region + prior + self.edge_weight * edge, _parts(region=region, prior=prior, edge=edge))
 
 
