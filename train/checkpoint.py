@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from .atomic import atomic_path
-from .models import build_model
+from .models import build_model, get_spec
 
 FORMAT = "imlkit-train-1"
 
@@ -69,6 +69,11 @@ def model_from_checkpoint(path: str | Path, name: str | None = None, small: bool
         config["small"] = small
     if options and not data.get("config"):
         config["options"] = options
-    model = build_model(config["model"], small=bool(config.get("small")), **(config.get("options") or {}))
+    variant = config.get("variant")  # a named option set of the spec (e.g. train.convert's imports)
+    variants = get_spec(config["model"]).variants
+    if variant and variant not in variants:
+        raise CheckpointError(f"{path}: model {config['model']!r} has no variant {variant!r}")
+    options = {**(variants[variant] if variant else {}), **(config.get("options") or {})}
+    model = build_model(config["model"], small=bool(config.get("small")), **options)
     load_weights(model, data["model"], path)
     return model.eval(), config
