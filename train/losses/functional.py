@@ -51,12 +51,14 @@ def weighted_bce(logits: torch.Tensor, target: torch.Tensor, w_pos: float, w_neg
     return F.binary_cross_entropy_with_logits(logits, target, weight=weight)
 
 
-def dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+def dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, squared: bool = False) -> torch.Tensor:
     """1 - (2 sum(y p) + s) / (sum(y) + sum(p) + s) per sample (TransForensics Eq. 1, with
     the usual smoothing ``s`` that makes an empty target and empty prediction cost 0),
-    averaged over the batch. ``prob`` are probabilities, not logits."""
+    averaged over the batch. ``squared=True``: V-Net's denominator sum(y^2) + sum(p^2)
+    (Milletari et al. 2016; DiffForensics Eq. 6). ``prob`` are probabilities, not logits."""
     p, y = prob.flatten(1), target.flatten(1)
-    return (1.0 - (2.0 * (p * y).sum(1) + smooth) / (p.sum(1) + y.sum(1) + smooth)).mean()
+    denominator = (p * p).sum(1) + (y * y).sum(1) if squared else p.sum(1) + y.sum(1)
+    return (1.0 - (2.0 * (p * y).sum(1) + smooth) / (denominator + smooth)).mean()
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
