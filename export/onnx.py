@@ -141,7 +141,7 @@ def export_model(name: str, out: str | Path, *, checkpoint: str | Path | None = 
         both: ExportParity = export_parity(tmp, as_built, reference, image.numpy(), tolerance)
         for what, result in (("the model as built", both.as_built), ("the rewritten model", both.rewritten)):
             if not result.passed:
-                raise ExportError(f"{out}: parity vs {what} failed: max |prob diff| {result.max_abs_prob:.3g}, "
+                raise ExportError(f"{out}: parity failed against {what}: max |prob diff| {result.max_abs_prob:.3g}, "
                                   f"|score diff| {result.max_abs_score:.3g} > tolerance {tolerance:g}")
         result = both.rewritten
         shape_n: int | str = "batch" if batch == "dynamic" else n

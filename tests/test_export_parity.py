@@ -29,6 +29,6 @@ def _shift_region_bias(model) -> int:
 def test_a_rewrite_that_changes_the_outputs_fails_the_export(tmp_path, monkeypatch):
     monkeypatch.setitem(REWRITES, "faulty", Rewrite("faulty", "shifts the region logits", _shift_region_bias))
     out = tmp_path / "bad.onnx"
-    with pytest.raises(ExportError, match="parity vs the model as built failed"):
+    with pytest.raises(ExportError, match="parity failed against the model as built"):
         export_model("m2sformer", out, small=True)
     assert not out.exists() and not (tmp_path / "bad.onnx.json").exists()
