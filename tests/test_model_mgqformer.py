@@ -239,7 +239,8 @@ def test_class_norm_of_eq5_by_hand():
     over the two classes gives -+ 1 / sqrt(1 + 4 eps), then its scale and shift. With scale
     1 the forged probability is sigmoid(2 / sqrt(1 + 4e-5)) (0.881, as without the norm);
     with scale 3 it is sigmoid(6): 0.9975, beyond the 0.881 that cosines alone can reach."""
-    m = small().eval()
+    assert isinstance(small().class_norm, torch.nn.Identity)  # off by default (module docstring)
+    m = small(class_norm=True).eval()
     d = m.proj_patch.in_features
     with torch.no_grad():
         for proj in (m.proj_patch, m.proj_classes):
@@ -257,7 +258,6 @@ def test_class_norm_of_eq5_by_hand():
         forged = m.mask_logits(z, q, (1, 1)).softmax(1)[0, 1].item()
     assert forged == pytest.approx(float(torch.sigmoid(torch.tensor(6 * v))), rel=1e-6) and forged > 0.99
     assert isinstance(m.class_norm, torch.nn.LayerNorm) and m.class_norm.normalized_shape == (2,)
-    assert isinstance(small(class_norm=False).class_norm, torch.nn.Identity)
 
 
 def test_joint_guiding_pass_lets_the_ground_truth_reach_lqt():
