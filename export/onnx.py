@@ -41,7 +41,7 @@ from train.models import get_spec
 from train.models.adapter import AdapterError, ExternalModel
 from train.models.external import file_stem, model_argument, resolve_model, triple_argument
 
-from .verify import LintReport, Parity, check_model, lint, parity
+from .verify import ExportParity, LintReport, Parity, check_model, export_parity, lint
 from .exporters import (DEFAULT_EXPORTER, DEFAULT_OPSETS, EXPORTERS, LABELS, ExporterError, default_opset,
                         example_batch, export_graph)
 from .ort_attention import CUSTOM_OP as ORT_CUSTOM_OP, DOMAIN as ORT_DOMAIN, OP as ORT_OP, use_ort_attention
@@ -74,10 +74,11 @@ class ContractWrapper(nn.Module):
 class ExportResult:
     onnx_path: Path
     sidecar_path: Path
-    parity: Parity
+    parity: Parity  # against the rewritten model that was traced
     lint: LintReport
     rewrites: dict[str, int]
     seconds: float
+    parity_as_built: Parity | None = None  # against the model before the export rewrites
 
 
 def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | None = None,
@@ -129,9 +130,6 @@ def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | 
     out = Path(out)
     created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # removed again on failure
     out.parent.mkdir(parents=True, exist_ok=True)
-    rewrites = apply_rewrites(model)
-    if attention == "ort":
-        rewrites["ort_attention"] = use_ort_attention(model)
     wrapper = ContractWrapper(model).eval()
 
     n = example_batch(exporter, batch)
@@ -141,14 +139,19 @@ def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | 
     std = torch.tensor(spec.std).reshape(1, 3, 1, 1)
     image = (image - mean) / std
     try:
-        with torch.no_grad():
-            prob, score = wrapper(image)
+        with torch.no_grad():  # the model as built, before any rewrite
+            as_built = {key: t.numpy() for key, t in zip(("prob", "score"), wrapper(image))}
     except AdapterError as err:
         raise ExportError(str(err)) from None
     except Exception as err:  # the model's own forward: any error, one line
         first = (str(err).strip().splitlines() or [""])[0]
         raise ExportError(f"{build.name}: forward failed on a {tuple(image.shape)} image: {type(err).__name__}: {first}") \
             from None
+    rewrites = apply_rewrites(model)
+    if attention == "ort":
+        rewrites["ort_attention"] = use_ort_attention(model)
+    with torch.no_grad():
+        prob, score = wrapper(image)
     check_contract(build.name, prob, score, n, size)
     reference = {"prob": prob.numpy(), "score": score.numpy()}
 
@@ -169,10 +172,12 @@ def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | 
         report = lint(graph, opset, allowed_custom=ORT_ALLOWED if attention == "ort" else frozenset())
         if not report.ok:
             raise ExportError(f"{out}: graph lint failed: {report.problems[0]} ({len(report.problems)} problem(s))")
-        result = parity(tmp, reference, image.numpy(), tolerance)
-        if not result.passed:
-            raise ExportError(f"{out}: parity failed: max |prob diff| {result.max_abs_prob:.3g}, "
-                              f"|score diff| {result.max_abs_score:.3g} > tolerance {tolerance:g}")
+        both: ExportParity = export_parity(tmp, as_built, reference, image.numpy(), tolerance)
+        for what, result in (("the model as built", both.as_built), ("the rewritten model", both.rewritten)):
+            if not result.passed:
+                raise ExportError(f"{out}: parity failed against {what}: max |prob diff| {result.max_abs_prob:.3g}, "
+                                  f"|score diff| {result.max_abs_score:.3g} > tolerance {tolerance:g}")
+        result = both.rewritten
         shape_n: int | str = "batch" if batch == "dynamic" else n
         side = Sidecar.from_dict({
             "schema": "iml-sidecar", "version": 1,
@@ -194,10 +199,11 @@ def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | 
             "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "timm": timm.__version__,
                          "python": sys.version.split()[0]},
             "checkpoint": {"path": str(checkpoint) if checkpoint else None, "sha256": ckpt_sha},
-            "parity": {"reference": "torch", "max_abs_diff": max(result.max_abs_prob, result.max_abs_score),
+            "parity": {"reference": "torch, as built and after the rewrites", "max_abs_diff": both.max_abs_diff,
                        "tolerance": tolerance, "passed": True},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "extra": {**adapter_note(wrapper.model), "rewrites": rewrites, "attention": attention,
+                      "parity": both.as_dict(),
                       "attention_patterns": report.attention_patterns,
                       "nodes": sum(report.op_counts.values())},
         })
@@ -209,7 +215,7 @@ def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | 
             for folder in created:  # deepest first; only the ones this call made, and only if empty
                 with contextlib.suppress(OSError):
                     folder.rmdir()
-    return ExportResult(out, sidecar_path(out), result, report, rewrites, time.perf_counter() - start)
+    return ExportResult(out, sidecar_path(out), result, report, rewrites, time.perf_counter() - start, both.as_built)
 
 
 def check_contract(name: str, prob: torch.Tensor, score: torch.Tensor, n: int, size: int) -> None:
@@ -293,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rewrites: {res.rewrites}; attention patterns: {res.lint.attention_patterns}")
     print(f"ops (opset {res.lint.opset}): {ops}")
     print(f"parity vs torch: max |prob diff| {res.parity.max_abs_prob:.2e}, "
-          f"max |score diff| {res.parity.max_abs_score:.2e} (tolerance {res.parity.tolerance:g})")
+          f"max |score diff| {res.parity.max_abs_score:.2e} (tolerance {res.parity.tolerance:g}); vs the model "
+          f"before the rewrites: {res.parity_as_built.max_abs_prob:.2e}, {res.parity_as_built.max_abs_score:.2e}")
     if not args.checkpoint:
         print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
     return 0

@@ -156,15 +156,52 @@ class Parity:
         return self.max_abs_prob <= self.tolerance and self.max_abs_score <= self.tolerance
 
 
-def parity(onnx_path: str | Path, reference: dict[str, np.ndarray], batch: np.ndarray,
-           tolerance: float = 1e-4) -> Parity:
-    """Run the runtime's onnxruntime backend on ``batch`` and compare with PyTorch's
-    ``reference`` outputs ("prob", "score")."""
+def _run_onnx(onnx_path: str | Path, batch: np.ndarray) -> dict[str, np.ndarray]:
     from runtime.backends.ort_backend import OrtBackend
 
-    outputs = OrtBackend(onnx_path, providers=["CPUExecutionProvider"]).run(batch)
+    return OrtBackend(onnx_path, providers=["CPUExecutionProvider"]).run(batch)
+
+
+def _compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], tolerance: float) -> Parity:
     return Parity(
         max_abs_prob=float(np.abs(outputs["prob"] - reference["prob"]).max()),
         max_abs_score=float(np.abs(outputs["score"] - reference["score"]).max()),
         tolerance=tolerance,
     )
+
+
+def parity(onnx_path: str | Path, reference: dict[str, np.ndarray], batch: np.ndarray,
+           tolerance: float = 1e-4) -> Parity:
+    """Run the runtime's onnxruntime backend on ``batch`` and compare with PyTorch's
+    ``reference`` outputs ("prob", "score")."""
+    return _compare(_run_onnx(onnx_path, batch), reference, tolerance)
+
+
+@dataclass
+class ExportParity:
+    """The export's outputs against two PyTorch references: the model as built (before the
+    export rewrites), so a rewrite that changes the outputs cannot pass, and the rewritten
+    model that was traced, which isolates the exporter and runtime from the rewrites."""
+
+    as_built: Parity
+    rewritten: Parity
+
+    @property
+    def passed(self) -> bool:
+        return self.as_built.passed and self.rewritten.passed
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max(self.as_built.max_abs_prob, self.as_built.max_abs_score,
+                   self.rewritten.max_abs_prob, self.rewritten.max_abs_score)
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        return {name: {"max_abs_prob": p.max_abs_prob, "max_abs_score": p.max_abs_score}
+                for name, p in (("as_built", self.as_built), ("rewritten", self.rewritten))}
+
+
+def export_parity(onnx_path: str | Path, as_built: dict[str, np.ndarray], rewritten: dict[str, np.ndarray],
+                  batch: np.ndarray, tolerance: float = 1e-4) -> ExportParity:
+    """One onnxruntime run of ``batch``, compared with both PyTorch references."""
+    outputs = _run_onnx(onnx_path, batch)
+    return ExportParity(_compare(outputs, as_built, tolerance), _compare(outputs, rewritten, tolerance))

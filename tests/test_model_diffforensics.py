@@ -190,3 +190,33 @@ def test_full_config_builds():
     assert [u.blocks[-1].conv2.out_channels for u in m.up] == [256, 128, 64]
     params = sum(p.numel() for p in m.parameters()) / 1e6
     assert 24.2 < params < 40  # MiT-B2 encoder (24.2M) plus the decoder
+
+
+def test_frozen_encoder_stays_in_eval_mode_in_stage1():
+    """Stage 1 freezes the encoder: no gradients, and stochastic depth / dropout off, so two
+    identical training-mode forwards agree exactly (they differ while it is trainable)."""
+    torch.manual_seed(3)
+    m = build_model("diffforensics", small=True)
+    assert m.encoder.config.drop_path_rate > 0  # stochastic depth is there to switch off
+    x, t = torch.rand(2, 3, S, S), torch.tensor([10, 500])
+    m.train()
+    with torch.no_grad():
+        a, b = m(x, t, stage=1)["noise"], m(x, t, stage=1)["noise"]
+    assert (a - b).abs().max() > 1e-6  # trainable encoder: drop-path differs between calls
+    m.freeze_encoder()
+    m.train()  # what the trainer calls before every step
+    assert not m.encoder.training and m.up.training
+    with torch.no_grad():
+        a, b = m(x, t, stage=1)["noise"], m(x, t, stage=1)["noise"]
+    assert torch.equal(a, b)
+    m.freeze_encoder(False)
+    assert m.encoder.training and all(p.requires_grad for p in m.encoder.parameters())
+
+
+def test_stage1_objective_keeps_the_encoder_in_eval_mode():
+    from train.losses import get_objective
+
+    m = build_model("diffforensics", small=True)
+    get_objective("diffforensics_stage1").prepare(m)
+    m.train()
+    assert not m.encoder.training and not any(p.requires_grad for p in m.encoder.parameters())

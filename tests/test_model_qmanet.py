@@ -226,3 +226,24 @@ def test_export_folds_batchnorm_and_drops_edge_heads():
     graph = onnx.load(str(small_export("qmanet")))
     assert "BatchNormalization" not in {n.op_type for n in graph.graph.node}
     assert not [i.name for i in graph.graph.initializer if "edge_heads" in i.name]
+
+def test_warns_once_without_noiseprint_weights(tmp_path, monkeypatch, recwarn):
+    """A QMA-Net without NoisePrint++ weights says so, once per process, naming the share
+    of the compute the random stand-in holds; with weights it says nothing."""
+    import warnings
+
+    from train.models import qmanet
+
+    monkeypatch.setattr(qmanet, "_noiseprint_warned", False)
+    warnings.simplefilter("always")
+    build_model("qmanet", small=True)
+    build_model("qmanet", small=True)
+    found = [w for w in recwarn.list if "noiseprint_weights" in str(w.message)]
+    assert len(found) == 1 and "randomly initialised" in str(found[0].message)
+    assert "63% (146.1 of 233.6 GMACs at 512 x 512) of the model's compute" in str(found[0].message)
+    recwarn.clear()
+    monkeypatch.setattr(qmanet, "_noiseprint_warned", False)
+    donor = DnCNN(3, 1, depth=SPEC.small["denoiser_depth"], width=SPEC.small["denoiser_width"])
+    torch.save(donor.state_dict(), tmp_path / "np.pth")
+    build_model("qmanet", small=True, noiseprint_weights=str(tmp_path / "np.pth"))
+    assert not [w for w in recwarn.list if "noiseprint_weights" in str(w.message)]

@@ -203,3 +203,28 @@ def test_small_export_is_the_c2_branch():
     ops = [n.op_type for n in graph.graph.node]
     assert ops.count("Greater") == 3  # dense correction C5->C4->C3->C2
     assert Sidecar.load(sidecar_path(small_export("transforensics"))).variant.get("output_branch", "c2") == "c2"
+
+def test_positional_encoding_is_added_once_before_the_encoder():
+    """Sec. 3.1: the sine encoding is added to the features before the encoders. With no
+    encoder layer the output is exactly proj(x) + PE; with one layer, the layer sees
+    tokens + PE and no positional term (pos_every_layer=True: tokens, PE on Q/K)."""
+    from train.models.blocks.posenc import sine_position_2d
+    from train.models.transforensics import ScaleEncoder
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 3, 4)
+    bare = ScaleEncoder(8, 16, layers=0, heads=2, ffn=32, dropout=0.0).eval()
+    pe = sine_position_2d(3, 4, 16)[None]
+    with torch.no_grad():
+        torch.testing.assert_close(bare(x), bare.proj(x) + pe)
+        every = ScaleEncoder(8, 16, layers=0, heads=2, ffn=32, dropout=0.0, pos_every_layer=True).eval()
+        every.load_state_dict(bare.state_dict())
+        torch.testing.assert_close(every(x), bare.proj(x))
+        once = ScaleEncoder(8, 16, layers=1, heads=2, ffn=32, dropout=0.0).eval()
+        tokens = once.proj(x).flatten(2).transpose(1, 2)
+        pos = pe.flatten(2).transpose(1, 2)
+        expected = once.layers[0](tokens + pos, None).transpose(1, 2).reshape(1, 16, 3, 4)
+        torch.testing.assert_close(once(x), expected)
+        other = once.layers[0](tokens, pos).transpose(1, 2).reshape(1, 16, 3, 4)
+        assert (once(x) - other).abs().max() > 1e-3
+    assert TransForensics.__init__.__defaults__ is not None and not small().encoders["c5"].pos_every_layer

@@ -37,6 +37,20 @@ def test_dice_loss_matches_the_formula():
     assert dice_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)).item() == 0.0  # empty vs empty
 
 
+def test_dice_loss_squared_denominator_is_vnets():
+    """p = (0.5, 0.5), y = (1, 0): linear 1 - 2(0.5)/(1 + 1) = 1/2, V-Net's squared
+    1 - 2(0.5)/(0.5 + 1) = 1/3; with smoothing 1: 1 - 2/3 = 1/3 and 1 - 2/2.5 = 1/5."""
+    p = torch.tensor([0.5, 0.5]).view(1, 1, 1, 2)
+    y = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)
+    assert dice_loss(p, y, smooth=0).item() == pytest.approx(0.5)
+    assert dice_loss(p, y, smooth=0, squared=True).item() == pytest.approx(1 / 3)
+    assert dice_loss(p, y, smooth=1).item() == pytest.approx(1 / 3)
+    assert dice_loss(p, y, smooth=1, squared=True).item() == pytest.approx(0.2)
+    # binary predictions: p^2 = p, both denominators agree
+    q = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)
+    assert dice_loss(q, y, squared=True).item() == dice_loss(q, y).item() == 0.0
+
+
 def test_focal_loss_alpha_and_gamma():
     y = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)
     # p = 0.5: (1 - p_t)^2 = 0.25; alpha_t = 0.25 for the positive, 0.75 for the negative
@@ -86,8 +100,12 @@ def _batch(size: int) -> dict[str, torch.Tensor]:
     return {"image": torch.randn(2, 3, size, size), "mask": y, "label": torch.tensor([1.0, 0.0])}
 
 
-def _half_dice(y: torch.Tensor) -> float:
-    return dice_loss(torch.full_like(y, 0.5), y).item()
+def _half_dice(y: torch.Tensor, squared: bool = False) -> float:
+    """Dice loss (smoothing 1) of p = 0.5 everywhere, by hand: per sample with S = sum(y),
+    N pixels, 1 - (S + 1) / (N / 2 + S + 1), or N / 4 with the squared denominator."""
+    n = y[0].numel()
+    return float(np.mean([1 - (s + 1) / ((n / 4 if squared else n / 2) + s + 1)
+                          for s in y.flatten(1).sum(1).tolist()]))
 
 
 def _model(name: str) -> tuple[nn.Module, dict[str, torch.Tensor]]:
@@ -105,6 +123,29 @@ def test_m2sformer_objective():
     bce = balanced_bce(torch.zeros_like(y), y).item()
     assert result.loss.item() == pytest.approx(2 * bce + LN2, rel=1e-5)
     assert result.parts["edge"] == pytest.approx(LN2, rel=1e-5)
+
+
+def test_m2sformer_objective_takes_the_models_edge_rule():
+    """Edge logits all 2: the edge BCE is -(f log s(2) + (1 - f) log(1 - s(2))) with f the
+    edge-target fraction, which depends on the rule (default: kornia, the authors')."""
+    model, batch = _model("m2sformer")
+    _zero(model.region_head, model.edge_head, model.prior_head)
+    with torch.no_grad():
+        model.edge_head.bias.fill_(2.0)
+    y = batch["mask"]
+    sig = 1 / (1 + math.exp(-2.0))
+
+    def expected(rule):
+        f = edge_target(y, rule).mean().item()
+        return -(f * math.log(sig) + (1 - f) * math.log(1 - sig))
+
+    assert model.edge_target == "kornia"
+    assert edge_target(y, "kornia").sum() < edge_target(y, "any").sum()  # corners differ
+    assert get_objective("m2sformer")(model, batch).parts["edge"] == pytest.approx(expected("kornia"), rel=1e-5)
+    model.edge_target = "any"
+    assert get_objective("m2sformer")(model, batch).parts["edge"] == pytest.approx(expected("any"), rel=1e-5)
+    assert get_objective("m2sformer", edge_rule="kornia")(model, batch).parts["edge"] == pytest.approx(
+        expected("kornia"), rel=1e-5)
 
 
 def test_transforensics_objective_weights_every_branch():
@@ -126,9 +167,12 @@ def test_transforensics_objective_weights_every_branch():
 def test_qmanet_objective():
     model, batch = _model("qmanet")
     _zero(model.head, *[h[-1] for h in model.edge_heads])
-    result = get_objective("qmanet")(model, batch)
     y = batch["mask"]
-    assert result.loss.item() == pytest.approx(0.2 * _half_dice(y) + 0.8 * _half_dice(edge_target(y)), rel=1e-5)
+    result = get_objective("qmanet")(model, batch)  # V-Net's squared Dice (the paper cites it)
+    assert result.loss.item() == pytest.approx(0.2 * _half_dice(y, True) + 0.8 * _half_dice(edge_target(y), True),
+                                               rel=1e-5)
+    linear = get_objective("qmanet", dice_squared=False)(model, batch)
+    assert linear.loss.item() == pytest.approx(0.2 * _half_dice(y) + 0.8 * _half_dice(edge_target(y)), rel=1e-5)
 
 
 def test_diffforensics_stage2_objective():
@@ -137,10 +181,14 @@ def test_diffforensics_stage2_objective():
     result = get_objective("diffforensics")(model, batch)
     y = batch["mask"]
     fg = y.mean().item()
-    seg = 0.1 * (2.0 * fg + 0.5 * (1 - fg)) * LN2 + 0.9 * _half_dice(y)
-    edg = (1 + 0.5 + 0.25) * _half_dice(edge_target(y))
+    seg = 0.1 * (2.0 * fg + 0.5 * (1 - fg)) * LN2 + 0.9 * _half_dice(y, True)  # Eq. 6: squared denominator
+    edg = (1 + 0.5 + 0.25) * _half_dice(edge_target(y), True)
     clf = (0.7 * LN2 + 0.3 * LN2) / 2
     assert result.loss.item() == pytest.approx(0.8 * (seg + edg) + 0.1 * clf, rel=1e-5)
+    linear = get_objective("diffforensics", dice_squared=False)(model, batch)
+    seg = 0.1 * (2.0 * fg + 0.5 * (1 - fg)) * LN2 + 0.9 * _half_dice(y)
+    edg = (1 + 0.5 + 0.25) * _half_dice(edge_target(y))
+    assert linear.loss.item() == pytest.approx(0.8 * (seg + edg) + 0.1 * clf, rel=1e-5)
 
 
 def test_diffusion_pretraining_objective_freezes_the_encoder_and_regresses_simplex_noise():
@@ -189,7 +237,8 @@ def test_mgqformer_objective_runs_on_the_model():
 
 def test_diffforensics_detection_weights_follow_the_papers_rule_from_label_counts():
     """lambda_0^c = floor(10 N_F / N) / 10, lambda_1^c = floor(10 N_R / N) / 10 (Sec. 3.3),
-    and the loss uses them; clf_auto=False keeps the given weights."""
+    and the loss uses them; clf_weights="paper" keeps the published 0.7 / 0.3 whatever the
+    counts, "fixed" (or the older clf_auto=False) the given weights."""
     model, batch = _model("diffforensics")
     _zero(model.loc_head[-1], model.ecem, model.cls_head[-1])
     fixed = get_objective("diffforensics")
@@ -204,3 +253,10 @@ def test_diffforensics_detection_weights_follow_the_papers_rule_from_label_count
     assert diff == pytest.approx(expected, rel=1e-4)
     manual = get_objective("diffforensics", clf_auto=False, clf_pos=0.5, clf_neg=0.5)
     assert manual.observe_labels(13, 7) is None and (manual.clf_pos, manual.clf_neg) == (0.5, 0.5)
+    paper = get_objective("diffforensics", clf_weights="paper", clf_pos=0.5)
+    assert not paper.wants_label_counts and paper.observe_labels(13, 7) is None
+    assert (paper.clf_pos, paper.clf_neg) == (0.7, 0.3)
+    assert paper(model, batch).loss.item() == pytest.approx(fixed(model, batch).loss.item(), rel=1e-6)
+    assert get_objective("diffforensics", clf_weights="fixed", clf_pos=0.5).clf_pos == 0.5
+    with pytest.raises(ValueError, match="clf_weights"):
+        get_objective("diffforensics", clf_weights="auto")

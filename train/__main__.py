@@ -1,6 +1,7 @@
 """``python -m train``: train a registered model on a forgery dataset.
 
     python -m train --model m2sformer --data DATA [--val VAL] [--size N] [--epochs E] ...
+    python -m train --model qmanet --data DATA --recipe paper  # the paper's optimiser, lr, batch, epochs, size
     python -m train --resume RUN_DIR                       # continue exactly where it stopped
     torchrun --nproc_per_node G -m train --model ... ...   # DDP, one process per GPU
 
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="before training, open every pair (header) or decode every file (full)")
     ap.add_argument("--init", metavar="CKPT", help="start from these weights with a fresh optimizer and schedule "
                     "(e.g. DiffForensics: a stage-1 run's last.pt for stage 2)")
+    ap.add_argument("--recipe", metavar="NAME", help="training settings of a named recipe (train/recipes.toml; "
+                    "'paper': each paper's own); flags given explicitly override it")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
 
@@ -84,11 +87,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.resume:
-        if args.model or args.data:
-            raise ValueError("--resume continues a run with its saved config; drop --model/--data")
+        if args.model or args.data or args.recipe:
+            raise ValueError("--resume continues a run with its saved config; drop --model/--data/--recipe")
         config = TrainConfig.from_dict(load_checkpoint(f"{args.resume}/last.pt").get("config") or {})
     else:
         config = config_from_args(args)
+        if args.recipe:
+            from .recipes import config_with_recipe
+            config = config_with_recipe(config, args.recipe, build_parser, argv, quiet=args.quiet)
         config.validate()
         ModelBuild.from_config(config.to_dict()).check(config.size)  # before the data is read
         if config.out:

@@ -23,7 +23,8 @@ class TrainConfig:
     size: int | None = None  # default: the spec's input size (small_size with --small)
     epochs: int = 10
     batch_size: int = 8
-    lr: float = 1e-4  # AdamW, cosine to min_lr (M2SFormer / DiffForensics: 1e-4)
+    optimizer: str = "adamw"  # adamw | adam (the papers' recipes, train/recipes.toml)
+    lr: float = 1e-4  # cosine to min_lr (M2SFormer / DiffForensics: 1e-4)
     min_lr: float = 1e-6
     weight_decay: float = 1e-4
     warmup_steps: int = 0
@@ -38,6 +39,7 @@ class TrainConfig:
     threads: int = 0  # CPU intra-op threads per process (0: torch's default); 1 is fastest on a busy machine
     init: str | None = None  # weights to start from, fresh optimizer (DiffForensics stage 1 -> 2, fine-tuning)
     check_data: str = "header"  # header: open every file and compare sizes; full: decode every file
+    recipe: str | None = None  # the training recipe applied (python -m train --recipe), for the record
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +59,8 @@ class TrainConfig:
             raise ValueError("batch size must be >= 2 (the models' BatchNorm layers need two samples)")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise ValueError(f"amp must be auto, off, bf16 or fp16, got {self.amp!r}")
+        if self.optimizer not in ("adamw", "adam"):
+            raise ValueError(f"optimizer must be adamw or adam, got {self.optimizer!r}")
         if self.check_data not in ("header", "full"):
             raise ValueError(f"check_data must be header or full, got {self.check_data!r}")
         if not 0.0 < self.val_fraction < 1.0:

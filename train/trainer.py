@@ -1,4 +1,4 @@
-"""The training loop: data, model, objective, AdamW + cosine schedule, mixed precision on
+"""The training loop: data, model, objective, AdamW (or Adam) + cosine schedule, mixed precision on
 CUDA, gradient clipping, DDP, validation, checkpoints and exact resume.
 
 Exact resume: everything random is a function of the seed and a position, never of
@@ -125,7 +125,8 @@ class Trainer:
             if note and self.progress:
                 print(note, file=sys.stderr)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        self.optimizer = optimizer(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(self.total_steps, cfg.warmup_steps, cfg.min_lr / cfg.lr))
         self.amp_dtype = self._amp_dtype()

@@ -12,10 +12,25 @@ from torchvision.ops import sigmoid_focal_loss
 from ..models.blocks.filters import Sobel
 
 
-def edge_target(mask: torch.Tensor) -> torch.Tensor:
-    """Binary boundary band of a {0, 1} mask: pixels where the mask's Sobel gradient
-    magnitude is non-zero (a band about two pixels wide around every region boundary)."""
-    return (Sobel().to(mask.device).magnitude(mask.float()) > 1e-3).to(mask.dtype)
+EDGE_RULES = ("any", "kornia")
+
+
+def edge_target(mask: torch.Tensor, rule: str = "any") -> torch.Tensor:
+    """Binary boundary band of a {0, 1} mask from its Sobel gradient (replicate padding).
+
+    ``rule="any"``: every pixel whose gradient magnitude is non-zero (a band about two
+    pixels wide around every region boundary, corners and single pixels included).
+    ``rule="kornia"``: what M2SFormer's public code trains on, kornia's normalised Sobel
+    (taps divided by 8, magnitude sqrt(gx^2 + gy^2 + 1e-6)) >= 0.5: both pixels of a
+    straight step (gradient 0.5), not the weaker responses beside corners or a lone pixel."""
+    if rule not in EDGE_RULES:
+        raise ValueError(f"edge rule must be one of {EDGE_RULES}, got {rule!r}")
+    sobel = Sobel("replicate").to(mask.device)
+    if rule == "any":
+        return (sobel.magnitude(mask.float()) > 1e-3).to(mask.dtype)
+    gx, gy = sobel.gradients(mask.float())
+    magnitude = torch.sqrt((gx / 8.0) ** 2 + (gy / 8.0) ** 2 + 1e-6)
+    return (magnitude >= 0.5).to(mask.dtype)
 
 
 def balanced_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -36,12 +51,14 @@ def weighted_bce(logits: torch.Tensor, target: torch.Tensor, w_pos: float, w_neg
     return F.binary_cross_entropy_with_logits(logits, target, weight=weight)
 
 
-def dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+def dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, squared: bool = False) -> torch.Tensor:
     """1 - (2 sum(y p) + s) / (sum(y) + sum(p) + s) per sample (TransForensics Eq. 1, with
     the usual smoothing ``s`` that makes an empty target and empty prediction cost 0),
-    averaged over the batch. ``prob`` are probabilities, not logits."""
+    averaged over the batch. ``squared=True``: V-Net's denominator sum(y^2) + sum(p^2)
+    (Milletari et al. 2016; DiffForensics Eq. 6). ``prob`` are probabilities, not logits."""
     p, y = prob.flatten(1), target.flatten(1)
-    return (1.0 - (2.0 * (p * y).sum(1) + smooth) / (p.sum(1) + y.sum(1) + smooth)).mean()
+    denominator = (p * p).sum(1) + (y * y).sum(1) if squared else p.sum(1) + y.sum(1)
+    return (1.0 - (2.0 * (p * y).sum(1) + smooth) / (denominator + smooth)).mean()
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:

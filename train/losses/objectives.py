@@ -57,17 +57,21 @@ def _parts(**terms: torch.Tensor) -> dict[str, float]:
 
 class M2SFormerObjective(Objective):
     """M2SFormer: BCE on the region logits and on the global prior, each with per-sample
-    pos_weight = negatives / positives, plus BCE on the Sobel edge band of the GT."""
+    pos_weight = negatives / positives, plus BCE on the Sobel edge band of the GT. The edge
+    rule is the model's ``edge_target`` option (default "kornia", the authors' code; see
+    ``edge_target``); ``edge_rule`` overrides it."""
 
-    def __init__(self, edge_weight: float = 1.0) -> None:
+    def __init__(self, edge_weight: float = 1.0, edge_rule: str | None = None) -> None:
         self.edge_weight = edge_weight
+        self.edge_rule = edge_rule
 
     def __call__(self, model, batch):
         out = model(batch["image"])
         y = batch["mask"]
+        rule = self.edge_rule or getattr(getattr(model, "module", model), "edge_target", "any")
         region = balanced_bce(out["region"], y)
         prior = balanced_bce(out["prior"], y)
-        edge = F.binary_cross_entropy_with_logits(out["edge"], edge_target(y))
+        edge = F.binary_cross_entropy_with_logits(out["edge"], edge_target(y, rule))
         return LossResult(region + prior + self.edge_weight * edge, _parts(region=region, prior=prior, edge=edge))
 
 
@@ -135,17 +139,21 @@ class MGQFormerObjective(Objective):
 class QMANetObjective(Objective):
     """QMA-Net Eq. 8: alpha Dice(mask) + beta Dice(edges), alpha 0.2, beta 0.8. The model
     predicts one boundary map per stage; L_edg is their mean Dice against the GT's Sobel
-    edge band (our choice: the paper does not say how the stages are combined)."""
+    edge band (our choice: the paper does not say how the stages are combined). The Dice
+    is V-Net's, with the squared denominator (the paper cites Milletari et al. 2016 for
+    it; ``dice_squared=False``: the linear one)."""
 
-    def __init__(self, alpha: float = 0.2, beta: float = 0.8) -> None:
+    def __init__(self, alpha: float = 0.2, beta: float = 0.8, dice_squared: bool = True) -> None:
         self.alpha, self.beta = alpha, beta
+        self.dice_squared = dice_squared
 
     def __call__(self, model, batch):
         out = model(batch["image"])
         y = batch["mask"]
-        seg = dice_loss(torch.sigmoid(out["mask"]), y)
+        sq = self.dice_squared
+        seg = dice_loss(torch.sigmoid(out["mask"]), y, squared=sq)
         edges = edge_target(y)
-        edg = torch.stack([dice_loss(torch.sigmoid(e), edges) for e in out["edges"]]).mean()
+        edg = torch.stack([dice_loss(torch.sigmoid(e), edges, squared=sq) for e in out["edges"]]).mean()
         return LossResult(self.alpha * seg + self.beta * edg, _parts(seg=seg, edge=edg))
 
 
@@ -154,21 +162,35 @@ class DiffForensicsObjective(Objective):
     L = alpha (L_seg + L_edg) + beta L_clf, alpha 0.8, beta 0.1;
     L_seg = l0 wbce(l1 = 2 forged, l2 = 0.5 real) + (1 - l0) Dice, l0 = 0.1;
     L_edg = sum_k Dice(f_k^e, y^e) / 2^(k-1), k = 1 the finest scale, y^e the Sobel edge
-    band of the GT; L_clf = wbce on the image label, weights lambda_0^c (forged) and
-    lambda_1^c (real) set from the training set as the paper does (Sec. 3.3):
-    floor(10 N_F / (N_F + N_R)) / 10 and floor(10 N_R / (N_F + N_R)) / 10 (``clf_auto``, the
-    trainer calls ``observe_labels``); until then, or with ``clf_auto=False``, ``clf_pos`` /
-    ``clf_neg`` (default 0.7 / 0.3, the values the paper reports for its training data)."""
+    band of the GT; Dice with Eq. 6's squared denominator (``dice_squared``, V-Net's;
+    False: the linear one); L_clf = wbce on the image label, weights lambda_0^c (forged)
+    and lambda_1^c (real), chosen by ``clf_weights``:
+
+    - "dataset" (default): from the training set, the paper's rule (Sec. 3.3):
+      floor(10 N_F / (N_F + N_R)) / 10 and floor(10 N_R / (N_F + N_R)) / 10 (the trainer
+      calls ``observe_labels``; until then ``clf_pos`` / ``clf_neg``);
+    - "paper": 0.7 / 0.3, the fixed values the paper publishes (Sec. 4.1, implementation
+      details), whatever the training set;
+    - "fixed": ``clf_pos`` / ``clf_neg`` as given.
+    ``clf_auto`` (older spelling): False means "fixed"."""
 
     find_unused_parameters = True  # the stage-1 noise head gets no gradient
+    CLF_CHOICES = ("dataset", "paper", "fixed")
+    PAPER_CLF = (0.7, 0.3)
 
     def __init__(self, alpha: float = 0.8, beta: float = 0.1, seg_balance: float = 0.1,
                  seg_pos: float = 2.0, seg_neg: float = 0.5, clf_pos: float = 0.7, clf_neg: float = 0.3,
-                 clf_auto: bool = True) -> None:
+                 clf_weights: str = "dataset", dice_squared: bool = True, clf_auto: bool | None = None) -> None:
+        if clf_auto is not None:
+            clf_weights = "dataset" if clf_auto else "fixed"
+        if clf_weights not in self.CLF_CHOICES:
+            raise ValueError(f"clf_weights must be one of {self.CLF_CHOICES}, got {clf_weights!r}")
         self.alpha, self.beta = alpha, beta
         self.seg_balance, self.seg_pos, self.seg_neg = seg_balance, seg_pos, seg_neg
-        self.clf_pos, self.clf_neg = clf_pos, clf_neg
-        self.wants_label_counts = clf_auto
+        self.clf_pos, self.clf_neg = self.PAPER_CLF if clf_weights == "paper" else (clf_pos, clf_neg)
+        self.clf_weights = clf_weights
+        self.wants_label_counts = clf_weights == "dataset"
+        self.dice_squared = dice_squared
 
     def observe_labels(self, forged: int, real: int) -> str | None:
         if not self.wants_label_counts:
@@ -183,10 +205,11 @@ class DiffForensicsObjective(Objective):
     def __call__(self, model, batch):
         out = model(batch["image"], stage=2)
         y = batch["mask"]
+        sq = self.dice_squared
         seg = (self.seg_balance * weighted_bce(out["mask"], y, self.seg_pos, self.seg_neg)
-               + (1.0 - self.seg_balance) * dice_loss(torch.sigmoid(out["mask"]), y))
+               + (1.0 - self.seg_balance) * dice_loss(torch.sigmoid(out["mask"]), y, squared=sq))
         edges = edge_target(y)
-        edg = sum(dice_loss(torch.sigmoid(e), edges) / 2 ** k for k, e in enumerate(out["edges"]))
+        edg = sum(dice_loss(torch.sigmoid(e), edges, squared=sq) / 2 ** k for k, e in enumerate(out["edges"]))
         label = batch["label"].reshape(-1, 1).to(out["cls"].dtype)
         clf = weighted_bce(out["cls"], label, self.clf_pos, self.clf_neg)
         total = self.alpha * (seg + edg) + self.beta * clf
@@ -194,7 +217,8 @@ class DiffForensicsObjective(Objective):
 
 
 class DiffusionPretrainObjective(Objective):
-    """DiffForensics stage 1 (Algorithm 1): frozen encoder; t ~ U{1..T} (T = the model's
+    """DiffForensics stage 1 (Algorithm 1): frozen encoder (no gradients, and kept in eval
+    mode so its stochastic depth and dropout are off: ``DiffForensics.freeze_encoder``); t ~ U{1..T} (T = the model's
     ``diffusion_steps``, 1000), epsilon ~ Simplex(nu = 2^-6, 6 octaves, decay 0.8),
     x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) epsilon, loss = mean squared error of the
     predicted noise. Labels and masks are not used (self-supervised)."""

@@ -138,6 +138,7 @@ class DiffForensics(IMLModel):
             raise ValueError("DiffForensics has three decoder scales (strides 16, 8, 4)")
         self.encoder = MiTEncoder(encoder, pretrained, in_channels=3, drop_path_rate=drop_path_rate,
                                   default_checkpoint=MIT_ADE20K)
+        self.encoder_frozen = False  # freeze_encoder()
         enc = self.encoder.channels
         self.t_infer = t_infer
         self.freq_dim = decoder_channels[-1]
@@ -159,8 +160,19 @@ class DiffForensics(IMLModel):
 
     # --- training helpers -------------------------------------------------------------
     def freeze_encoder(self, frozen: bool = True) -> None:
-        """Stage 1 freezes the (ADE20K) encoder (Sec. 3.1); stage 2 trains everything."""
+        """Stage 1 freezes the (ADE20K) encoder (Sec. 3.1); stage 2 trains everything.
+        A frozen encoder gets no gradients and stays in eval mode whatever ``train()`` is
+        called with, so its stochastic depth and dropout are off: it computes the same
+        features for the same image, as the pre-trained network it stands for."""
         self.encoder.requires_grad_(not frozen)
+        self.encoder_frozen = frozen
+        self.encoder.train(self.training and not frozen)
+
+    def train(self, mode: bool = True) -> "DiffForensics":
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Forward diffusion x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps (Algorithm 1, line 6);

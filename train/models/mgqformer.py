@@ -13,9 +13,9 @@ Inference path (``predict``, exported):
   final LayerNorm) -> concat Z_c (2D channels) -> conv -> Z_m (D channels) -> SCAM:
   Z_f = CAM(Z_m) + SAM(Z_m) + Z_m (Eq. 1-3) -> linear to the decoder width -> joint
   transformer layers over [Z_f; LQT] -> M* = norm(proj(Z_f*)) norm(proj(LQT*))^T (Eq. 4),
-  cosine similarities per patch and class -> softmax over the 2 classes -> bilinear
-  upsample to the input size (Eq. 5); prob = the forged-class channel, score =
-  ``score_from_map``.
+  cosine similarities per patch and class -> class norm (Eq. 5's "norm", see below) ->
+  softmax over the 2 classes -> bilinear upsample to the input size (Eq. 5); prob = the
+  forged-class channel, score = ``score_from_map``.
 
 Training-only path (``forward(x, gt_mask)``; never run by ``predict``):
   the GT mask gets point noise (a fraction mu = 0.01 of the pixels, chosen at random, is
@@ -37,18 +37,34 @@ Choices of ours (the paper does not give them):
   ``dec_dim`` (768), ``dec_layers`` = 6 (paper), 12 heads, FFN 4 x dim, dropout 0.1,
   pre-norm blocks with a final LayerNorm (``norm_first``; False uses the DETR post-norm
   ``EncoderLayer``), queries and decoder weights truncated-normal initialised (paper).
-- mask logits = ``logit_scale`` x cosine similarity (default 1: the paper's Eq. 4-5 as
-  written, so the forged probability lies in [sigmoid(-2), sigmoid(2)] = [0.12, 0.88];
-  ``learn_scale=True`` makes the scale a learnable parameter). Eq. 5 also wraps the
-  softmax in "norm"; normalising a 2-class probability vector would stop it summing to 1,
-  so it is not applied.
+- mask scores = ``logit_scale`` x cosine similarity (default 1, fixed: Eq. 4 has no
+  temperature; ``learn_scale=True`` makes it a learnable parameter), then the "norm" of
+  Eq. 5, ``class_norm=True`` (the paper's; off by default, see below): Segmenter's
+  ``mask_norm``, a LayerNorm over the class dimension with a learnable scale and shift (Segmenter applies it to the scores,
+  before the softmax; the equation's norm(softmax(.)) order would not leave probabilities,
+  so Segmenter's order is built). Without it (``class_norm=False``) the cosine scores
+  bound the forged probability to [sigmoid(-2), sigmoid(2)] = [0.12, 0.88], so the score
+  never exceeds 0.881. With two classes the LayerNorm maps the score pair (a, b) to
+  +-(a - b) / sqrt((a - b)^2 + 4 eps) ~ +-1, then scale and shift: the class decision
+  comes from the features, the confidence from the learned affine (initialised to 1 and
+  0: forged probability sigmoid(+-2) at start, as without it). Near a tie the norm
+  amplifies score differences by up to 1 / (2 sqrt(eps)) ~ 158 (eps 1e-5): float rounding
+  between attention paths or runtimes shows ~100x larger in the mask, and the gradient
+  to the features is small away from a tie. Why it is off by default (measured on the
+  small configuration): with it, the mixed-precision FP16 export differs from FP32 by
+  0.014 in probability on unseen images (the project's FP16 tolerance is 0.01; 1.2e-4
+  without it), fused and explicit attention by 2.5e-5 instead of 2e-7. A user who wants
+  Eq. 5 as printed sets ``class_norm=True`` (or ``learn_scale=True`` for a learnable
+  temperature, which also lifts the 0.881 bound).
 - guiding path: ``guide_channels`` (4 stride-2 3x3 conv + BN + ReLU stages, so stride 16 =
   the patch size), then a 1x1 conv to 2 maps, adaptive average pooling to the configured
   patch grid (so any input size works) and a linear grid -> ``dec_dim``;
-  ``guide_mode`` "separate" (default: the abstract's "feed GQT and LQT ...
-  respectively": two passes, [Z_f; LQT] -> M exactly as at inference, and [Z_f; GQT] ->
-  M_aux) or "joint" (the method section: "GQT together with image features Z_f and LQT
-  are sent to the transformer decoder", one pass over [Z_f; LQT; GQT]). Joint without an
+  ``guide_mode`` "joint" is the paper's (the method section, "Mask-Guided Training":
+  "the GQT together with image features Z_f and LQT are sent to the transformer
+  decoder", one pass over [Z_f; LQT; GQT], where GQT "interact[s] with other queries and
+  assists the decoder in refining the LQT"); "separate" (default, our choice) runs two
+  passes, [Z_f; LQT] -> M exactly as at inference and [Z_f; GQT] -> M_aux (the
+  abstract's "feed GQT and LQT ... respectively" also reads this way). Joint without an
   attention mask lets Z_f and LQT read tokens encoded from the ground truth, so the mask
   that L_loc trains on sees the answer that inference never has (DN-DETR masks such
   attention for this reason); "separate" avoids that leak without a mask, hence the default. The guiding path runs whenever ``gt_mask`` is given; point noise
@@ -173,9 +189,11 @@ class MGQFormer(IMLModel):
             Segmenter's / ViT-B's values); ``dec_ffn`` None means 4 x ``dec_dim``.
         norm_first: pre-norm joint blocks (Segmenter, default) or DETR post-norm.
         logit_scale, learn_scale: temperature on the cosine similarities (paper: 1, fixed).
+        class_norm: Eq. 5's norm over the classes (Segmenter's LayerNorm; the paper's;
+            default False, see the module docstring for the measured reason).
         guide_channels: widths of the guiding conv net (our choice).
         guide_mode: "separate" (default, no ground-truth leak into M) or "joint" (the
-            method section's single pass; see the module docstring).
+            paper's single pass, its method section; see the module docstring).
         noise_mu: fraction of GT pixels inverted before guiding (paper: 0.01, Fig. 4).
 
     ``img_size`` follows the input size wherever the kit builds the model (train, export,
@@ -189,7 +207,7 @@ class MGQFormer(IMLModel):
                  vit_kwargs: dict[str, Any] | None = None, bayar_kernel: int = 5, fuse_kernel: int = 1,
                  scam_scale: bool = True, dec_dim: int = 768, dec_layers: int = 6, dec_heads: int = 12,
                  dec_ffn: int | None = None, dec_dropout: float = 0.1, norm_first: bool = True,
-                 logit_scale: float = 1.0, learn_scale: bool = False,
+                 logit_scale: float = 1.0, learn_scale: bool = False, class_norm: bool = False,
                  guide_channels: tuple[int, ...] = (32, 64, 128, 256), guide_mode: str = "separate",
                  noise_mu: float = 0.01) -> None:
         super().__init__()
@@ -224,6 +242,7 @@ class MGQFormer(IMLModel):
             self.logit_scale = nn.Parameter(scale)
         else:
             self.register_buffer("logit_scale", scale)
+        self.class_norm: nn.Module = nn.LayerNorm(2) if class_norm else nn.Identity()  # Eq. 5 "norm"
         # training-only guiding path ("Mask-Guided Training")
         self.guide = GuideEncoder(grid, dec_dim, tuple(guide_channels))
         self.guide_mode = guide_mode
@@ -265,11 +284,13 @@ class MGQFormer(IMLModel):
         return x[:, :n], out
 
     def mask_logits(self, z: torch.Tensor, q: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Eq. 4: logit_scale x cos(proj(Z_f*), proj(Q*)), reshaped to (N, 2, h, w)."""
+        """Eq. 4: logit_scale x cos(proj(Z_f*), proj(Q*)), then Eq. 5's class norm,
+        reshaped to (N, 2, h, w)."""
         patches = F.normalize(self.proj_patch(z), dim=-1)
         classes = F.normalize(self.proj_classes(q), dim=-1)
         cos = patches @ classes.transpose(1, 2)  # (N, hw, 2)
-        return (self.logit_scale * cos).transpose(1, 2).reshape(z.shape[0], 2, *size)
+        scores = self.class_norm(self.logit_scale * cos)
+        return scores.transpose(1, 2).reshape(z.shape[0], 2, *size)
 
     def _upsample(self, probs: torch.Tensor, size) -> torch.Tensor:
         return F.interpolate(probs, size=size, mode="bilinear", align_corners=False)  # Eq. 5
@@ -321,7 +342,8 @@ register(ModelSpec(
     std=(0.5, 0.5, 0.5),
     training_outputs={
         "logits": "class scores (N, 2, H/16, W/16) on the patch grid: logit_scale x cosine "
-                  "similarity of pixel features and the refined LQT* (channel 0 authentic, 1 forged)",
+                  "similarity of pixel features and the refined LQT* (class-normed with "
+                  "class_norm=True, Eq. 5) (channel 0 authentic, 1 forged)",
         "mask": "M = bilinear upsample of softmax(logits) to the input size, (N, 2, H, W), "
                 "class probabilities: L_loc is the pixel cross-entropy of M with the GT",
         "aux_logits": "only with gt_mask: the same scores from the refined GQT* (N, 2, H/16, W/16)",

@@ -8,8 +8,10 @@ the paper; choices the paper leaves open are constructor arguments and marked "(
 Architecture (Fig. 2, Sec. 3.1-3.3), per branch k in 5, 4, 3, 2 (strides 32, 16, 8, 4):
 
 - backbone stage output C_k (256/512/1024/2048 channels for ResNet-50);
-- 1x1 conv C -> d (d = 256), plus a 2-D sine positional encoding, into a transformer
-  encoder of 6 layers (8 heads, FFN 2048, dropout 0.1), giving E_k (Sec. 3.1);
+- 1x1 conv C -> d (d = 256), plus a 2-D sine positional encoding added once, before the
+  encoder ("we supplement the features with a sine positional encoding before passing
+  them into transformer encoders", Sec. 3.1), into a transformer encoder of 6 layers
+  (8 heads, FFN 2048, dropout 0.1), giving E_k;
 - dense correction (Sec. 3.3, Fig. 5): "a 1x1 convolution is used to change the dimension
   of features from different branches" -> every branch has a 1x1 conv d -> 1 giving its raw
   prediction A_k = conv1x1(E_k). The coarsest branch's output is y5 = A_5. For a finer
@@ -37,9 +39,8 @@ the weight is the plain comparison. The comparison is computed as ``up(y) > 0``,
 the same set as ``sigmoid(up(y)) > 0.5`` (sigmoid is monotonic, sigmoid(0) = 0.5) and
 keeps ONNX Runtime and PyTorch from disagreeing at the threshold through sigmoid rounding.
 
-Other choices of ours: positional encoding added to queries and keys in every encoder layer
-(DETR, which the paper's "standard transformer encoder" follows; ``pos_every_layer``);
-nearest upsampling between branches and to the output (the paper names 'nearest'
+Other choices of ours: ``pos_every_layer=True`` adds the encoding to queries and keys in
+every encoder layer instead (DETR's arrangement; not the paper's); nearest upsampling between branches and to the output (the paper names 'nearest'
 interpolation in Sec. 3.4 and calls the C3 output "block-wise", Sec. 4.4; ``upsample``);
 8 heads (the paper gives none; reimplementations use DETR's 8). The paper's Table 6
 "addition" fusion ablation is not built (the paper does not say what is added).
@@ -66,7 +67,7 @@ class ScaleEncoder(nn.Module):
     DETR post-norm encoder layers over the h*w feature points. NCHW in, NCHW out."""
 
     def __init__(self, in_channels: int, dim: int, layers: int, heads: int, ffn: int, dropout: float,
-                 pos_every_layer: bool = True) -> None:
+                 pos_every_layer: bool = False) -> None:
         super().__init__()
         self.dim = dim
         self.pos_every_layer = pos_every_layer
@@ -98,14 +99,14 @@ class TransForensics(IMLModel):
         weight_grad: "ste" (default, our choice) or "none": backward pass of the 0.5
             threshold weights (module docstring).
         upsample: interpolation mode between branches and to the output ("nearest", paper).
-        pos_every_layer: add the positional encoding to Q/K in every layer (DETR, default)
-            or once to the encoder input (our choice either way; the paper says "before").
+        pos_every_layer: False (default, the paper, Sec. 3.1: added once to the encoder
+            input) or True (added to Q/K in every layer, DETR's arrangement).
     """
 
     def __init__(self, output_branch: str = "c2", backbone: str = "resnet50", pretrained: bool = False,
                  backbone_kwargs: dict[str, Any] | None = None, dim: int = 256, layers: int = 6,
                  heads: int = 8, ffn: int = 2048, dropout: float = 0.1, weight_grad: str = "ste",
-                 upsample: str = "nearest", pos_every_layer: bool = True) -> None:
+                 upsample: str = "nearest", pos_every_layer: bool = False) -> None:
         super().__init__()
         if output_branch not in BRANCHES:
             raise ValueError(f"output_branch must be one of {BRANCHES}, got {output_branch!r}")

@@ -25,12 +25,24 @@ def dct_1d(freq: int, length: int) -> torch.Tensor:
     return vec
 
 
-def top_frequencies(k: int = 16, height: int = 7, width: int = 7) -> list[tuple[int, int]]:
-    """The first ``k`` FcaNet top frequencies, rescaled from the 7 x 7 grid to ``height`` x ``width``."""
+FREQUENCY_RULES = ("fcanet", "authors")
+
+
+def top_frequencies(k: int = 16, height: int = 7, width: int = 7, rule: str = "fcanet") -> list[tuple[int, int]]:
+    """The first ``k`` FcaNet top frequencies, rescaled from the 7 x 7 grid to ``height`` x ``width``.
+
+    ``rule="fcanet"``: u * (height // 7), FcaNet's scaling (4u on a 32 x 32 map).
+    ``rule="authors"``: (u * height) // 7, what M2SFormer's public code computes
+    (``u * 32 // 7`` evaluated left to right; e.g. u = 6 gives 27, not 24)."""
     if not 1 <= k <= len(FCA_TOP16_U):
         raise ValueError(f"k must be in 1..{len(FCA_TOP16_U)}, got {k}")
+    if rule not in FREQUENCY_RULES:
+        raise ValueError(f"rule must be one of {FREQUENCY_RULES}, got {rule!r}")
+    pairs = zip(FCA_TOP16_U[:k], FCA_TOP16_V[:k])
+    if rule == "authors":
+        return [((u * height) // 7, (v * width) // 7) for u, v in pairs]
     su, sv = max(height // 7, 1), max(width // 7, 1)
-    return [(u * su, v * sv) for u, v in zip(FCA_TOP16_U[:k], FCA_TOP16_V[:k])]
+    return [(u * su, v * sv) for u, v in pairs]
 
 
 def dct_basis(height: int, width: int, freqs: list[tuple[int, int]]) -> torch.Tensor:
@@ -48,11 +60,13 @@ class MultiSpectralAttention(nn.Module):
     The average of a product with a basis image is that DCT coefficient, so the average
     branch is linear in the feature: with ``fold_average`` (set by the export rewrite
     ``constant_dct``) it is one MatMul with the mean basis image instead of ``k`` products
-    and reductions. Same value either way; no FFT/DFT op on any path."""
+    and reductions. Same value either way; no FFT/DFT op on any path. ``frequency_rule``
+    scales the frequency table to the map size (``top_frequencies``)."""
 
-    def __init__(self, channels: int, size: int = 32, k: int = 16, reduction: int = 16) -> None:
+    def __init__(self, channels: int, size: int = 32, k: int = 16, reduction: int = 16,
+                 frequency_rule: str = "fcanet") -> None:
         super().__init__()
-        basis = dct_basis(size, size, top_frequencies(k, size, size))
+        basis = dct_basis(size, size, top_frequencies(k, size, size, frequency_rule))
         self.register_buffer("basis", basis, persistent=False)  # (k, S, S)
         self.register_buffer("mean_basis", basis.mean(0).reshape(-1, 1) / (size * size), persistent=False)
         hidden = max(channels // reduction, 1)

@@ -19,18 +19,28 @@ import torch.nn.functional as F
 SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 
 
-class Sobel(nn.Module):
-    """Depthwise Sobel derivatives of a (N, C, H, W) map with replicate padding."""
+SOBEL_PADDINGS = ("replicate", "zeros")
 
-    def __init__(self) -> None:
+
+class Sobel(nn.Module):
+    """Depthwise Sobel derivatives of a (N, C, H, W) map. ``padding``: "replicate" (the
+    border continues the image: no gradient across the frame) or "zeros" (what
+    ``F.conv2d(..., padding=1)`` does, e.g. M2SFormer's public code: a non-zero map gets a
+    step at the frame)."""
+
+    def __init__(self, padding: str = "replicate") -> None:
         super().__init__()
+        if padding not in SOBEL_PADDINGS:
+            raise ValueError(f"padding must be one of {SOBEL_PADDINGS}, got {padding!r}")
+        self.padding = padding
         gx = torch.tensor(SOBEL_X)
         kernel = torch.stack([gx, gx.t()]).unsqueeze(1)  # (2, 1, 3, 3): d/dx, d/dy
         self.register_buffer("kernel", kernel, persistent=False)
 
     def gradients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, c, h, w = x.shape
-        y = F.conv2d(F.pad(x.reshape(n * c, 1, h, w), (1, 1, 1, 1), mode="replicate"), self.kernel.to(x.dtype))
+        mode = "replicate" if self.padding == "replicate" else "constant"
+        y = F.conv2d(F.pad(x.reshape(n * c, 1, h, w), (1, 1, 1, 1), mode=mode), self.kernel.to(x.dtype))
         y = y.reshape(n, c, 2, h, w)
         return y[:, :, 0], y[:, :, 1]
 
