@@ -232,8 +232,7 @@ def test_converted_export_matches_the_authors_variant(converted):
 @pytest.mark.slow
 def test_export_cli_builds_the_variant_from_the_checkpoint(converted):
     """``python -m export.onnx --model m2sformer --checkpoint OUT.pt``, no further flags:
-    the export equals the converted model (the defaults are the authors' variant today;
-    once export.onnx rebuilds from the checkpoint's config it records the variant too)."""
+    the export equals the converted model and its sidecar records the checkpoint's variant."""
     onnx_path = converted["root"] / "m2s_noflags.onnx"
     res = subprocess.run([sys.executable, "-m", "export.onnx", "--model", "m2sformer", "--checkpoint",
                           str(converted["out"]), "--out", str(onnx_path)], capture_output=True, text=True, cwd=ROOT)
@@ -241,8 +240,7 @@ def test_export_cli_builds_the_variant_from_the_checkpoint(converted):
     model, _ = model_from_checkpoint(converted["out"])
     assert _onnx_vs_model(onnx_path, model) <= 1e-5
     side = json.loads(Path(f"{onnx_path}.json").read_text())
-    if side["variant"].get("variant") != "authors":
-        pytest.xfail("export.onnx does not yet record the checkpoint's variant in the sidecar (another change)")
+    assert side["variant"].get("variant") == "authors"
 
 
 def test_convert_file_rejects_an_unknown_format(tmp_path):
