@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import timm
 import torch
 import torch.nn as nn
 
+from runtime.atomic import mkstemp
 from runtime.sidecar import Sidecar, sha256_file, sidecar_path
 from train.checkpoint import CheckpointError, load_checkpoint, load_weights
 from train.config import parse_assignments
@@ -117,7 +117,7 @@ def export_model(name: str, out: str | Path, *, checkpoint: str | Path | None = 
     reference = {"prob": prob.numpy(), "score": score.numpy()}
 
     dynamic = {"image": {0: "batch"}, "prob": {0: "batch"}, "score": {0: "batch"}} if batch == "dynamic" else None
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
+    fd, tmp_name = mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
