@@ -34,8 +34,8 @@ is found by ``load_image``.
 
 from __future__ import annotations
 
-import io as _io
 import os
+import stat
 import struct
 import threading
 from pathlib import Path
@@ -154,17 +154,19 @@ def check_image_file(path: str | os.PathLike) -> tuple[int, int]:
 # --------------------------------------------------------------------------- #
 
 
-def _open_file(path: Path, name: str):
+def _open_file(path: Path, name: str) -> BinaryIO:
+    """The file opened for reading (the caller closes it): missing, a folder, unreadable or
+    empty is an ``ImageError``."""
     if not path.exists():
         raise ImageError(f"image {name}: file not found")
     if path.is_dir():
         raise ImageError(f"image {name}: is a directory, not an image file")
     try:
         fh = open(path, "rb")
-        empty = os.fstat(fh.fileno()).st_size == 0
     except OSError as e:
         raise ImageError(f"image {name}: cannot read ({one_line(e)})") from None
-    if empty:
+    info = os.fstat(fh.fileno())
+    if stat.S_ISREG(info.st_mode) and info.st_size == 0:  # (a pipe reports 0 too)
         fh.close()
         raise ImageError(f"image {name}: file is empty (0 bytes)")
     return fh

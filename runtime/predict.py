@@ -6,7 +6,7 @@
 
 Each INPUT is an image file or a folder; a folder is searched recursively for files with
 an image suffix (``runtime.io.IMAGE_EXTENSIONS``, any case; hidden files and folders and
-the ``--out`` folder are skipped). For each image the command writes
+the ``--out`` folder are skipped), taken in order of their paths. For each image the command writes
 ``DIR/<stem>_mask.png`` (0/255 grayscale) and, unless ``--no-overlay``,
 ``DIR/<stem>_overlay.png`` (the image with the mask tinted red and outlined); an image
 found in a folder keeps its sub-folder under DIR (``photos/a/x.jpg`` -> ``DIR/a/x_mask.png``).
@@ -91,7 +91,7 @@ def _walk(folder: Path, skip: Path) -> list[Path]:
         here = Path(root)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() != skip)
         found.extend(here / f for f in sorted(files) if _is_image_name(f) and (here / f).is_file())
-    return found
+    return sorted(found)
 
 
 def collect_jobs(inputs: Sequence[Path], out: Path, overlays: bool = True) -> list[Job]:
