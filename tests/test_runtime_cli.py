@@ -98,7 +98,7 @@ def test_cli_bad_image_writes_nothing(setup, tmp_path):
     assert r.stdout == ""
 
 
-@pytest.mark.parametrize("case", ["missing_sidecar", "missing_image", "bad_threshold", "same_stem"])
+@pytest.mark.parametrize("case", ["missing_sidecar", "missing_image", "bad_threshold", "bad_threads", "same_stem"])
 def test_cli_input_errors_exit_2(setup, tmp_path, case):
     model, images = setup
     out = tmp_path / "out"
@@ -110,6 +110,8 @@ def test_cli_input_errors_exit_2(setup, tmp_path, case):
         args = [model, images[0], tmp_path / "nowhere.jpg"]
     elif case == "bad_threshold":
         args = [model, images[0], "--threshold", "1.5"]
+    elif case == "bad_threads":
+        args = [model, images[0], "--threads", "0"]
     else:
         other = tmp_path / "img0.jpg"
         Image.open(images[1]).save(other)
@@ -118,6 +120,8 @@ def test_cli_input_errors_exit_2(setup, tmp_path, case):
     assert r.returncode == 2
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), r.stderr
+    if case.startswith("bad_"):
+        assert err[0].startswith(f"error: --{case[4:]}: "), err[0]
     assert not out.exists()
 
 
