@@ -9,10 +9,12 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test bench clean
 
-$(STAMP): pyproject.toml Makefile
+# Two distributions, both editable: imlkit-runtime (runtime/) and imlkit (the rest), which
+# requires the first; one pip command so it resolves imlkit-runtime from ./runtime.
+$(STAMP): pyproject.toml runtime/pyproject.toml setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[cpu,dev]"
+	$(PY) -m pip install --quiet -e ./runtime -e ".[cpu,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import Any
 
 from tabulate import tabulate
 from tqdm import tqdm
+
+from runtime.atomic import mkstemp
 
 from .backends import DESCRIPTIONS
 from .papers import M2SFORMER_BACKBONES, M2SFORMER_BLOCKS, M2SFORMER_TABLE6, QMANET_TABLE10, TRANSFORENSICS_TABLE5, \
@@ -712,12 +713,12 @@ def write_report(json_paths: list[Path], out: Path, trtexec_specs: list[str] | N
     pending: list[tuple[Path, Path]] = []
     try:
         for name, fig in tqdm(report.plots.items(), desc="plots", unit="png", file=sys.stderr):
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".png", dir=out)
+            fd, tmp = mkstemp(prefix=f".{name}.", suffix=".png", dir=out)
             os.close(fd)
             pending.append((Path(tmp), out / name))
             fig.savefig(tmp, dpi=110)
             plt.close(fig)
-        fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".md", dir=out)
+        fd, tmp = mkstemp(prefix=".report.", suffix=".md", dir=out)
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         pending.append((Path(tmp), out / "report.md"))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,6 +32,7 @@ import timm
 import torch
 import torch.nn as nn
 
+from runtime.atomic import mkstemp
 from runtime.sidecar import Sidecar, sha256_file, sidecar_path
 from train.checkpoint import (BuildError, CheckpointError, ModelBuild, check_size, load_checkpoint,
                               model_from_checkpoint)
@@ -155,7 +155,7 @@ def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | 
     check_contract(build.name, prob, score, n, size)
     reference = {"prob": prob.numpy(), "score": score.numpy()}
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
+    fd, tmp_name = mkstemp(prefix=f".{out.name}.", suffix=".tmp.onnx", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

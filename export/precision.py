@@ -54,7 +54,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -67,7 +66,7 @@ import onnx.shape_inference
 from onnx import TensorProto
 from tqdm import tqdm
 
-from runtime.atomic import atomic_write_bytes
+from runtime.atomic import atomic_write_bytes, mkstemp
 from runtime.sidecar import ArtifactInfo, ParityInfo, Sidecar, sha256_file, sidecar_path
 
 from .agreement import Agreement, agreement
@@ -689,7 +688,7 @@ def write_model_with_sidecar(model: onnx.ModelProto, out: Path, make_sidecar: Ca
     staged: list[tuple[Path, Path]] = []
 
     def stage(target: Path) -> Path:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, name = mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
         staged.append((Path(name), target))
         return Path(name)

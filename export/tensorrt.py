@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.atomic import atomic_write_bytes
+from runtime.atomic import atomic_write_bytes, mkstemp
 from runtime.errors import RuntimeInputError
 from runtime.sidecar import (TENSORRT_EXTRA_KEY, ArtifactInfo, ParityInfo, Sidecar, TensorRTBuild, sha256_file,
                              sidecar_path)
@@ -97,7 +96,7 @@ def _import_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except ImportError:
-        raise BuildError("TensorRT is not installed here (pip install -e '.[gpu]' on the GPU machine), "
+        raise BuildError("TensorRT is not installed here (the gpu-cu12 or gpu-cu13 extra, on the GPU machine), "
                          "or write a device script instead: python -m export.trtexec") from None
     return trt
 
@@ -255,7 +254,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str = "fp
                           onnx_file=onnx_path.name, onnx_sha256=sha256_file(onnx_path),
                           builder_flags=plan.builder_flags, fp32_layers=fp32_layers)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    fd, tmp_name = mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

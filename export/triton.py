@@ -168,7 +168,7 @@ def engine_config(name: str, side: Sidecar, *, instances: int = 1, queue_delay_u
 def _install(repo: Path, config: ModelConfig, artifact: Path, filename: str, side: Sidecar | None) -> Path:
     with atomic_folder(repo / config.name) as tmp:
         (tmp / "1").mkdir()
-        shutil.copy2(artifact, tmp / "1" / filename)
+        shutil.copyfile(artifact, tmp / "1" / filename)
         if side is not None:
             replace(side, artifact=replace(side.artifact, file=filename)).save(sidecar_path(tmp / "1" / filename))
         (tmp / "config.pbtxt").write_text(config.to_pbtxt() + "\n", encoding="utf-8")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from runtime.atomic import atomic_folder
+from runtime.atomic import atomic_folder, umask
 from runtime.sidecar import Sidecar, sidecar_path
 
 from .check import load_graph
@@ -143,12 +143,12 @@ echo "summary: python -m bench.trtexec_json --times {job.outputs['times']} --pro
 def write_bundle(job: TrtexecJob, model: str, onnx_path: Path, out: Path) -> Path:
     """Write the device folder atomically: assembled beside ``out``, then renamed into place."""
     with atomic_folder(out) as tmp:
-        shutil.copy2(onnx_path, tmp / job.onnx)
+        shutil.copyfile(onnx_path, tmp / job.onnx)
         if sidecar_path(onnx_path).is_file():
-            shutil.copy2(sidecar_path(onnx_path), sidecar_path(tmp / job.onnx))
+            shutil.copyfile(sidecar_path(onnx_path), sidecar_path(tmp / job.onnx))
         script = tmp / SCRIPT
         script.write_text(render_script(job, model), encoding="utf-8")
-        script.chmod(0o755)
+        script.chmod(0o777 & ~umask())
         (tmp / "commands.txt").write_text(shlex.join(job.build) + "\n" + shlex.join(job.bench) + "\n", encoding="utf-8")
         (tmp / "plan.json").write_text(json.dumps({
             "model": model, "recipe": job.recipe.name, "tensorrt": job.recipe.tensorrt, "lint": job.recipe.lint,

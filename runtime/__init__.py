@@ -1,12 +1,13 @@
 """imlkit runtime: lean inference for exported image-manipulation-localization models.
 
-Depends only on numpy, pillow and onnxruntime (TensorRT and cuda-python for engines,
-optional; tqdm for the CLI's progress bar); it never imports torch or the train/export/bench
-packages.  onnxruntime itself is imported only when a model is opened, so ``import runtime``
-stays cheap.
+Its own distribution, ``imlkit-runtime`` (``runtime/pyproject.toml``): numpy, pillow and a
+backend from an extra, ``cpu`` (onnxruntime) or ``gpu-cu12`` / ``gpu-cu13`` (onnxruntime-gpu,
+TensorRT and cuda-python for that CUDA major); tqdm, where installed, draws the CLI's progress
+bar. It never imports torch or the train/export/bench packages. onnxruntime itself is
+imported only when a model is opened, so ``import runtime`` stays cheap.
 
     from runtime import Predictor
-    pred = Predictor("model.onnx").predict("photo.jpg")
+    pred = Predictor("model.onnx", threads=4).predict("photo.jpg")
     pred.prob, pred.mask, pred.score
 """
 

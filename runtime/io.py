@@ -24,16 +24,22 @@ Every problem is an ``ImageError`` whose one-line message names the source and
 says what is wrong: missing file, not an image, truncated or corrupt data,
 fewer than ``MIN_SIDE`` pixels on a side, unsupported array.  Truncated files
 are always errors: PIL's ``LOAD_TRUNCATED_IMAGES`` is forced off while decoding.
+
+``check_image_file`` is the cheap check a batch tool runs on every file before it
+writes anything: it reads the header and the container's checksums (PIL ``verify``:
+PNG chunk CRCs up to ``IEND``, so a cut-off PNG fails here) but decodes no pixels.
+Damage that only decoding shows (a JPEG cut off mid-scan, corrupt compressed data)
+is found by ``load_image``.
 """
 
 from __future__ import annotations
 
-import io as _io
 import os
+import stat
 import struct
 import threading
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Union
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -41,10 +47,13 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from .atomic import atomic_write
 from .errors import ImageError, one_line
 
-__all__ = ["MIN_SIDE", "ImageSource", "load_image", "save_png", "source_name"]
+__all__ = ["MIN_SIDE", "IMAGE_EXTENSIONS", "ImageSource", "check_image_file", "encode_png", "load_image", "save_png",
+           "source_name"]
 
 #: Smallest accepted width and height in pixels (a 1-pixel side cannot be resized meaningfully).
 MIN_SIDE = 2
+#: File name suffixes (lower case) that a folder walk takes as images.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -63,11 +72,14 @@ def source_name(src: object) -> str:
     return f"<{type(src).__name__}>"
 
 
-def load_image(src: ImageSource) -> np.ndarray:
-    """Decode ``src`` (path, PIL image or ndarray) to a fresh uint8 HxWx3 RGB array."""
+def load_image(src: ImageSource, *, copy: bool = True) -> np.ndarray:
+    """Decode ``src`` (path, PIL image or ndarray) to a fresh uint8 HxWx3 RGB array.
+
+    ``copy=False`` lets an array that is already uint8 HxWx3 through as it is (for a
+    caller that only reads it, like the predictor); every other input is converted."""
     name = source_name(src)
     if isinstance(src, np.ndarray):
-        rgb = _array_to_rgb(src, name)
+        rgb = _array_to_rgb(src, name, copy)
     elif isinstance(src, Image.Image):
         rgb = _pil_to_rgb(_decode(src, name), name)
     elif isinstance(src, (str, os.PathLike)):
@@ -79,10 +91,12 @@ def load_image(src: ImageSource) -> np.ndarray:
     return rgb
 
 
-def save_png(path: str | os.PathLike, array: np.ndarray) -> Path:
+def save_png(path: str | os.PathLike, array: np.ndarray, compress_level: int = 6) -> Path:
     """Atomically write a uint8 HxW (gray), HxWx3 (RGB) or HxWx4 (RGBA) array as PNG.
 
-    A bool HxW array is written as a 0/255 gray mask.
+    A bool HxW array is written as a 0/255 gray mask. ``compress_level`` is zlib's, 0..9
+    (6, PIL's default, is the usual size/time balance; 1 writes a large image about 2.3x
+    as fast for a file 15-35% bigger).
     """
     a = np.asarray(array)
     if a.dtype == bool:
@@ -90,8 +104,49 @@ def save_png(path: str | os.PathLike, array: np.ndarray) -> Path:
     if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
         raise ImageError(f"image {path}: can only save uint8 HxW, HxWx3 or HxWx4 arrays, "
                          f"got {a.dtype} {a.shape}")
-    img = Image.fromarray(np.ascontiguousarray(a))
-    return atomic_write(path, lambda fh: img.save(fh, format="PNG"))
+    if not (isinstance(compress_level, int) and 0 <= compress_level <= 9):
+        raise ImageError(f"image {path}: compress_level must be an integer 0..9, got {compress_level!r}")
+    return atomic_write(path, lambda fh: encode_png(a, fh, compress_level))
+
+
+def encode_png(array: np.ndarray, fh: BinaryIO, compress_level: int = 6) -> None:
+    """Write a uint8 HxW, HxWx3 or HxWx4 (or bool HxW) array to ``fh`` as PNG (not atomic:
+    for a caller that stages the file itself, as ``runtime.atomic.atomic_files`` does)."""
+    a = np.asarray(array)
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
+        raise ImageError(f"PNG: can only write uint8 HxW, HxWx3 or HxWx4 arrays, got {a.dtype} {a.shape}")
+    if not (isinstance(compress_level, int) and 0 <= compress_level <= 9):
+        raise ImageError(f"PNG: compress_level must be an integer 0..9, got {compress_level!r}")
+    Image.fromarray(np.ascontiguousarray(a)).save(fh, format="PNG", compress_level=compress_level)
+
+
+def check_image_file(path: str | os.PathLike) -> tuple[int, int]:
+    """Check an image file without decoding its pixels; returns its (width, height).
+
+    Raises ``ImageError`` for a missing, empty or unreadable file, a header PIL does not
+    recognise, too few pixels, or a container that fails PIL's ``verify`` (e.g. a PNG cut
+    off before ``IEND`` or with a bad chunk CRC).
+    """
+    path = Path(path)
+    name = str(path)
+    with _open_file(path, name) as fh:
+        img = _identify(fh, name)
+        size = img.size
+        _check_size(size[1], size[0], name)
+        with _truncation_lock:
+            previous = ImageFile.LOAD_TRUNCATED_IMAGES
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+            try:
+                img.verify()
+            except Image.DecompressionBombError as e:
+                raise ImageError(f"image {name}: too large to decode ({one_line(e)})") from None
+            except _DECODE_ERRORS as e:
+                raise ImageError(f"image {name}: truncated or corrupt image file ({one_line(e)})") from None
+            finally:
+                ImageFile.LOAD_TRUNCATED_IMAGES = previous
+    return size
 
 
 # --------------------------------------------------------------------------- #
@@ -99,27 +154,39 @@ def save_png(path: str | os.PathLike, array: np.ndarray) -> Path:
 # --------------------------------------------------------------------------- #
 
 
-def _open(path: Path, name: str) -> Image.Image:
+def _open_file(path: Path, name: str) -> BinaryIO:
+    """The file opened for reading (the caller closes it): missing, a folder, unreadable or
+    empty is an ``ImageError``."""
     if not path.exists():
         raise ImageError(f"image {name}: file not found")
     if path.is_dir():
         raise ImageError(f"image {name}: is a directory, not an image file")
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        fh = open(path, "rb")
     except OSError as e:
         raise ImageError(f"image {name}: cannot read ({one_line(e)})") from None
-    if not data:
+    info = os.fstat(fh.fileno())
+    if stat.S_ISREG(info.st_mode) and info.st_size == 0:  # (a pipe reports 0 too)
+        fh.close()
         raise ImageError(f"image {name}: file is empty (0 bytes)")
+    return fh
+
+
+def _identify(fh, name: str) -> Image.Image:
     try:
-        img = Image.open(_io.BytesIO(data))
+        return Image.open(fh)
     except UnidentifiedImageError:
         raise ImageError(f"image {name}: not an image (format not recognised)") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"image {name}: too large to decode ({one_line(e)})") from None
     except _DECODE_ERRORS as e:
         raise ImageError(f"image {name}: corrupt image header ({one_line(e)})") from None
-    return _decode(img, name)
+
+
+def _open(path: Path, name: str) -> Image.Image:
+    """Open and fully decode the file (read from disk as it decodes, not copied whole first)."""
+    with _open_file(path, name) as fh:
+        return _decode(_identify(fh, name), name)
 
 
 def _decode(img: Image.Image, name: str) -> Image.Image:
@@ -176,7 +243,7 @@ def _pil_to_rgb(img: Image.Image, name: str) -> np.ndarray:
 # --------------------------------------------------------------------------- #
 
 
-def _array_to_rgb(a: np.ndarray, name: str) -> np.ndarray:
+def _array_to_rgb(a: np.ndarray, name: str, copy: bool = True) -> np.ndarray:
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
@@ -196,7 +263,9 @@ def _array_to_rgb(a: np.ndarray, name: str) -> np.ndarray:
         return _gray_to_rgb(u8)
     if u8.shape[2] == 4:
         return _composite_white(u8)
-    return np.array(u8, dtype=np.uint8, order="C")  # always a copy
+    if copy and u8 is a:
+        return np.array(u8, dtype=np.uint8, order="C")  # the caller's own array is not handed back
+    return np.ascontiguousarray(u8)
 
 
 def _u16_to_u8(v: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .backends import TENSORRT_SUFFIXES, Backend, open_backend
-from .errors import ModelError, SidecarError
+from .errors import ModelError, RuntimeInputError, SidecarError
 from .io import ImageSource, load_image, source_name
 from .preprocess import postprocess, preprocess
 from .sidecar import Sidecar, sha256_file, sidecar_path
@@ -47,7 +47,12 @@ class Predictor:
 
     ``providers`` overrides the onnxruntime provider choice; ``threshold``
     overrides the sidecar's mask threshold; ``stream`` is an embedding app's CUDA stream
-    handle (an int from pycuda, CuPy or torch) for a TensorRT engine.
+    handle (an int from pycuda, CuPy or torch) for a TensorRT engine. For an ONNX model,
+    ``threads`` sets onnxruntime's intra-op threads and ``session_options`` hands over the
+    app's own ``onnxruntime.SessionOptions`` (used as given; not both).
+
+    Every error raised on purpose is a ``RuntimeInputError`` (``runtime.errors``) with a
+    one-line message.
     """
 
     def __init__(
@@ -56,7 +61,11 @@ class Predictor:
         providers: Sequence[str] | None = None,
         threshold: float | None = None,
         stream: int | None = None,
+        *,
+        threads: int | None = None,
+        session_options=None,
     ):
+        threshold = _check_threshold(threshold)
         path = Path(model_path)
         if not path.is_file():
             raise ModelError(f"model {path}: file not found")
@@ -75,12 +84,11 @@ class Predictor:
                              f"{digest[:12]}... differs from the sidecar's "
                              f"{sidecar.artifact.sha256[:12]}... (re-export the model)")
 
-        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         self.path = path
         self.sidecar = sidecar
         self.threshold = float(sidecar.threshold if threshold is None else threshold)
-        self.backend: Backend = open_backend(path, providers=providers, stream=stream, sidecar=sidecar)
+        self.backend: Backend = open_backend(path, providers=providers, stream=stream, sidecar=sidecar,
+                                             threads=threads, session_options=session_options)
 
         size = tuple(sidecar.preprocess.size)
         declared = tuple(self.backend.input_shape[2:4])
@@ -99,10 +107,10 @@ class Predictor:
 
     def predict_batch(self, images: Iterable[ImageSource], batch_size: int = 8) -> list[Prediction]:
         """Predict several images; all are decoded (and validated) before inference."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise RuntimeInputError(f"batch_size: must be a positive integer, got {batch_size!r}")
         sources = list(images)
-        arrays = [load_image(src) for src in sources]
+        arrays = [load_image(src, copy=False) for src in sources]
         out: list[Prediction] = []
         for start in range(0, len(arrays), batch_size):
             chunk = arrays[start : start + batch_size]
@@ -120,3 +128,16 @@ class Predictor:
             preds.append(Prediction(prob=prob, mask=mask, score=float(result["score"][k, 0]),
                                     size=hw, source=name))
         return preds
+
+
+def _check_threshold(threshold: object) -> float | None:
+    """``threshold`` as a float in [0, 1] (None: the sidecar's)."""
+    if threshold is None:
+        return None
+    try:
+        value = float(threshold)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise RuntimeInputError(f"threshold: must be a number in [0, 1], got {threshold!r}") from None
+    if not 0.0 <= value <= 1.0:  # also rejects NaN
+        raise RuntimeInputError(f"threshold: must be in [0, 1], got {threshold!r}")
+    return value

@@ -16,6 +16,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from .errors import RuntimeInputError
+
 __all__ = ["preprocess", "postprocess", "resize_rgb"]
 
 
@@ -36,14 +38,14 @@ def preprocess(
 ) -> np.ndarray:
     """Stack uint8 HxWx3 RGB images into a normalised float32 (N, 3, H, W) batch."""
     if len(images) == 0:
-        raise ValueError("preprocess needs at least one image")
+        raise RuntimeInputError("preprocess needs at least one image")
     h, w = int(size[0]), int(size[1])
     mean_a = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3)
     inv_std = (1.0 / np.asarray(std, dtype=np.float32)).reshape(1, 1, 3)
     batch = np.empty((len(images), 3, h, w), dtype=np.float32)
     for k, img in enumerate(images):
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(f"preprocess expects uint8 HxWx3 RGB, got {img.dtype} {img.shape}")
+            raise RuntimeInputError(f"preprocess expects uint8 HxWx3 RGB, got {img.dtype} {img.shape}")
         x = resize_rgb(img, (h, w)).astype(np.float32) * np.float32(scale)
         batch[k] = ((x - mean_a) * inv_std).transpose(2, 0, 1)
     return batch
@@ -60,7 +62,7 @@ def postprocess(
     if p.ndim == 3 and p.shape[0] == 1:
         p = p[0]
     if p.ndim != 2:
-        raise ValueError(f"postprocess expects a (1, h, w) or (h, w) map, got {p.shape}")
+        raise RuntimeInputError(f"postprocess expects a (1, h, w) or (h, w) map, got {p.shape}")
     H, W = int(orig_hw[0]), int(orig_hw[1])
     if p.shape == (H, W):
         full = np.array(p, dtype=np.float32)

@@ -265,3 +265,56 @@ def test_save_png_atomic_and_bool_mask(tmp_path):
     with pytest.raises(ImageError):
         save_png(tmp_path / "f.png", np.zeros((3, 4), np.float32))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.png"]
+
+
+# --------------------------------------------------------------------------- #
+# check_image_file: the cheap check before a batch writes anything
+# --------------------------------------------------------------------------- #
+
+
+def test_check_image_file_reads_headers_only(tmp_path):
+    from PIL import ImageFile
+
+    from runtime.io import check_image_file
+
+    path = tmp_path / "ok.png"
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(path)
+    original, loads = ImageFile.ImageFile.load, []
+    ImageFile.ImageFile.load = lambda self: loads.append(1) or original(self)
+    try:
+        assert check_image_file(path) == (40, 30)
+    finally:
+        ImageFile.ImageFile.load = original
+    assert loads == []
+
+
+def test_check_image_file_finds_a_cut_png_but_only_decoding_finds_a_cut_jpeg(tmp_path):
+    from runtime.io import check_image_file
+
+    rng = np.random.default_rng(0)
+    png, jpg = tmp_path / "a.png", tmp_path / "a.jpg"
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(png)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(jpg, quality=90)
+    png.write_bytes(png.read_bytes()[:-40])
+    jpg.write_bytes(jpg.read_bytes()[: jpg.stat().st_size // 2])
+    with pytest.raises(ImageError, match=r"truncated or corrupt image file"):
+        check_image_file(png)
+    assert check_image_file(jpg) == (64, 64)
+    with pytest.raises(ImageError, match=r"truncated or corrupt image data"):
+        load_image(jpg)
+
+
+@pytest.mark.parametrize("case, message", [("missing", "file not found"), ("empty", "file is empty"),
+                                           ("text", "not an image"), ("tiny", "too small")])
+def test_check_image_file_errors(tmp_path, case, message):
+    from runtime.io import check_image_file
+
+    path = tmp_path / "x.png"
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "text":
+        path.write_text("hello")
+    elif case == "tiny":
+        Image.fromarray(np.zeros((1, 5, 3), np.uint8)).save(path)
+    with pytest.raises(ImageError, match=message):
+        check_image_file(path)

@@ -249,3 +249,83 @@ def test_providers_for_an_engine_are_refused_in_one_line(tmp_path):
         open_backend(engine, providers=["CPUExecutionProvider"])
     assert str(engine) in str(err.value) and "CPUExecutionProvider" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+# --------------------------------------------------------------------------- #
+# onnxruntime threads / session options; every deliberate error a RuntimeInputError
+# --------------------------------------------------------------------------- #
+
+
+def _session_options(p: Predictor):
+    return p.backend._session.get_session_options()
+
+
+def test_threads_set_onnxruntime_intra_op_threads(model_dir):
+    path = make_model(model_dir)
+    assert _session_options(Predictor(path, threads=3)).intra_op_num_threads == 3
+    rgb = random_rgb(20, 30)
+    np.testing.assert_allclose(Predictor(path, threads=1).predict(rgb).prob,
+                               Predictor(path).predict(rgb).prob, atol=1e-6)
+
+
+def test_session_options_are_used_as_given(model_dir):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    p = Predictor(make_model(model_dir), session_options=opts)
+    got = _session_options(p)
+    assert got.intra_op_num_threads == 2
+    assert got.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert opts.intra_op_num_threads == 2  # the app's object is not changed
+
+
+@pytest.mark.parametrize("kwargs, where", [
+    ({"threshold": 2}, "threshold"),
+    ({"threshold": float("nan")}, "threshold"),
+    ({"threshold": "high"}, "threshold"),
+    ({"threads": 0}, "threads"),
+    ({"threads": 1.5}, "threads"),
+    ({"threads": True}, "threads"),
+    ({"session_options": {"intra_op_num_threads": 2}}, "session_options"),
+    ({"threads": 2, "session_options": "set"}, "threads"),
+])
+def test_bad_arguments_are_one_line_runtime_input_errors(model_dir, kwargs, where):
+    if kwargs.get("session_options") == "set":
+        import onnxruntime as ort
+
+        kwargs = {**kwargs, "session_options": ort.SessionOptions()}
+    with pytest.raises(RuntimeInputError) as info:
+        Predictor(make_model(model_dir), **kwargs)
+    message = str(info.value)
+    assert message.startswith(f"{where}: ") and "\n" not in message
+
+
+def test_threads_for_an_engine_are_refused_in_one_line(tmp_path):
+    with pytest.raises(BackendError, match="threads and session_options configure onnxruntime"):
+        open_backend(tmp_path / "m.engine", threads=2)
+
+
+def test_other_misuse_is_a_runtime_input_error(predictor):
+    from runtime.overlay import overlay
+
+    with pytest.raises(RuntimeInputError, match="batch_size"):
+        predictor.predict_batch([random_rgb(4, 4)], batch_size=0)
+    with pytest.raises(RuntimeInputError, match="differ in size"):
+        overlay(random_rgb(4, 4), np.zeros((3, 4), bool))
+    with pytest.raises(RuntimeInputError, match="expected a non-empty"):
+        predictor.backend.run(np.zeros((0, 3, 32, 32), np.float32))
+    with pytest.raises(RuntimeInputError):
+        preprocess([], (32, 32), MEAN, STD)
+
+
+def test_arrays_are_read_not_copied_and_left_unchanged(predictor):
+    from runtime.io import load_image
+
+    rgb = random_rgb(40, 30)
+    before = rgb.copy()
+    assert load_image(rgb, copy=False) is rgb
+    assert load_image(rgb) is not rgb
+    predictor.predict(rgb)
+    np.testing.assert_array_equal(rgb, before)

@@ -39,12 +39,14 @@ class Backend(Protocol):
 
 
 def open_backend(path: str | os.PathLike, providers: Sequence[str] | None = None, *,
-                 stream: int | None = None, sidecar=None) -> Backend:
+                 stream: int | None = None, sidecar=None, threads: int | None = None,
+                 session_options=None) -> Backend:
     """Open ``path`` with the backend for its suffix: ``.onnx`` -> onnxruntime (TensorRT,
     CUDA, CPU providers as available), ``.engine``/``.plan`` -> TensorRT through cuda-python.
-    ``providers`` (onnxruntime execution providers) apply to ONNX models only; ``stream`` is a
-    caller's CUDA stream handle (an int) for a TensorRT engine; ``sidecar`` is the engine's
-    sidecar when the caller has loaded it already."""
+    ``providers`` (onnxruntime execution providers), ``threads`` (onnxruntime intra-op
+    threads) and ``session_options`` (an ``onnxruntime.SessionOptions``) apply to ONNX models
+    only; ``stream`` is a caller's CUDA stream handle (an int) for a TensorRT engine;
+    ``sidecar`` is the engine's sidecar when the caller has loaded it already."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in ONNX_SUFFIXES:
@@ -52,11 +54,14 @@ def open_backend(path: str | os.PathLike, providers: Sequence[str] | None = None
             raise BackendError(f"model {p}: a CUDA stream handle applies to TensorRT engines, not to ONNX models")
         from .ort_backend import OrtBackend
 
-        return OrtBackend(p, providers=providers)
+        return OrtBackend(p, providers=providers, threads=threads, session_options=session_options)
     if suffix in TENSORRT_SUFFIXES:
         if providers is not None:
             raise BackendError(f"model {p}: execution providers ({', '.join(providers)}) apply to ONNX models; "
                                f"a TensorRT engine runs on the GPU it was built for")
+        if threads is not None or session_options is not None:
+            raise BackendError(f"model {p}: threads and session_options configure onnxruntime, "
+                               f"not a TensorRT engine")
         from .tensorrt_backend import TensorRTBackend
 
         return TensorRTBackend(p, stream=stream, sidecar=sidecar)

@@ -2,6 +2,9 @@
 
 Provider preference: TensorRT, then CUDA, then CPU, restricted to what
 ``onnxruntime.get_available_providers()`` offers; a caller may pass its own list.
+An embedding app sets onnxruntime's intra-op thread count (``threads``) or hands over its
+own ``onnxruntime.SessionOptions`` (``session_options``, used as given, not copied or
+changed); by default the session uses onnxruntime's defaults with error-only logging.
 onnxruntime is imported when an ``OrtBackend`` is created, not when this module is.
 Named ``ort_backend`` so it never shadows the ``onnxruntime`` package.
 """
@@ -14,9 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import BackendError, ModelError, one_line
+from ..errors import BackendError, ModelError, RuntimeInputError, one_line
 
-__all__ = ["OrtBackend", "PREFERRED_PROVIDERS", "choose_providers"]
+__all__ = ["OrtBackend", "PREFERRED_PROVIDERS", "check_threads", "choose_providers"]
 
 PREFERRED_PROVIDERS = (
     "TensorrtExecutionProvider",
@@ -42,20 +45,43 @@ def choose_providers(available: Sequence[str], requested: Sequence[str] | None =
     return chosen
 
 
+def check_threads(threads: object) -> int | None:
+    """``threads`` as a positive int, or None (onnxruntime's default: one per physical core)."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise RuntimeInputError(f"threads: must be a positive integer, got {threads!r}")
+    return threads
+
+
 class OrtBackend:
     """An onnxruntime session over one ONNX file with the "prob"/"score" outputs."""
 
-    def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None):
+    def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None, *,
+                 threads: int | None = None, session_options=None):
+        self.path = Path(path)
+        threads = check_threads(threads)
+        if threads is not None and session_options is not None:
+            raise RuntimeInputError("threads: give either threads or session_options "
+                                    "(set session_options.intra_op_num_threads instead)")
         try:
             import onnxruntime as ort
         except ImportError:
-            raise BackendError("onnxruntime is not installed; install the cpu or gpu extra") from None
-        self.path = Path(path)
+            raise BackendError("onnxruntime is not installed; install imlkit-runtime[cpu] "
+                               "or a gpu extra (gpu-cu12, gpu-cu13)") from None
         if not self.path.is_file():
             raise ModelError(f"model {self.path}: file not found")
         chosen = choose_providers(ort.get_available_providers(), providers)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3  # errors only; no provider-fallback chatter
+        if session_options is not None:
+            if not isinstance(session_options, ort.SessionOptions):
+                raise RuntimeInputError(f"session_options: expected an onnxruntime.SessionOptions, "
+                                        f"got {type(session_options).__name__}")
+            opts = session_options
+        else:
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3  # errors only; no provider-fallback chatter
+            if threads is not None:
+                opts.intra_op_num_threads = threads
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=chosen)
         except Exception as e:  # onnxruntime raises its own pybind11 exception types
@@ -95,7 +121,7 @@ class OrtBackend:
         """Run a float32 (N, 3, H, W) batch; returns float32 "prob" (N,1,h,w) and "score" (N,1)."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if batch.ndim != 4 or batch.shape[0] == 0:
-            raise ValueError(f"expected a non-empty (N, 3, H, W) batch, got {batch.shape}")
+            raise RuntimeInputError(f"model {self.path}: expected a non-empty (N, 3, H, W) batch, got {batch.shape}")
         fixed = self.fixed_batch
         if fixed is not None and batch.shape[0] != fixed:
             if fixed != 1:
