@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_paper_recipe_covers_every_objective_with_sources():
     paper = load_recipes()["paper"]
-    assert set(paper) == set(list_objectives()) and set(list_models()) <= set(paper)
+    # every paper objective; 'contract' is the generic objective of import-path models (no paper)
+    assert set(paper) == set(list_objectives()) - {"contract"} and set(list_models()) <= set(paper)
     for key, entry in paper.items():
         for field in SOURCED:
             assert entry.sources[field], (key, field)
