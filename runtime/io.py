@@ -135,17 +135,7 @@ def check_image_file(path: str | os.PathLike) -> tuple[int, int]:
         img = _identify(fh, name)
         size = img.size
         _check_size(size[1], size[0], name)
-        with _truncation_lock:
-            previous = ImageFile.LOAD_TRUNCATED_IMAGES
-            ImageFile.LOAD_TRUNCATED_IMAGES = False
-            try:
-                img.verify()
-            except Image.DecompressionBombError as e:
-                raise ImageError(f"image {name}: too large to decode ({one_line(e)})") from None
-            except _DECODE_ERRORS as e:
-                raise ImageError(f"image {name}: truncated or corrupt image file ({one_line(e)})") from None
-            finally:
-                ImageFile.LOAD_TRUNCATED_IMAGES = previous
+        _strictly(img.verify, name, "truncated or corrupt image file")
     return size
 
 
@@ -191,19 +181,24 @@ def _open(path: Path, name: str) -> Image.Image:
 
 def _decode(img: Image.Image, name: str) -> Image.Image:
     """Force decoding of the (first frame of the) image; truncation is an error."""
+    _strictly(img.load, name, "truncated or corrupt image data")
+    return img
+
+
+def _strictly(action, name: str, problem: str) -> None:
+    """Run PIL's ``action`` (``verify`` or ``load``) with truncated files refused; its errors
+    become one-line ``ImageError``s (``problem`` names a decode failure)."""
     with _truncation_lock:
         previous = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         try:
-            img.load()
+            action()
         except Image.DecompressionBombError as e:
             raise ImageError(f"image {name}: too large to decode ({one_line(e)})") from None
         except _DECODE_ERRORS as e:
-            raise ImageError(f"image {name}: truncated or corrupt image data "
-                             f"({one_line(e)})") from None
+            raise ImageError(f"image {name}: {problem} ({one_line(e)})") from None
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = previous
-    return img
 
 
 def _pil_to_rgb(img: Image.Image, name: str) -> np.ndarray:
