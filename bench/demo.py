@@ -13,6 +13,10 @@ mask / overlay PNG per held-out image in ``heldout/``.
 """
 from __future__ import annotations
 
+from train.cli import interrupts_in_one_line, one_line_errors
+
+interrupts_in_one_line(__name__)  # before the heavy imports
+
 import argparse
 import shutil
 import sys
@@ -127,6 +131,7 @@ def predict_heldout(onnx_path: Path, test_dir: Path, out: Path, grid_rows: int =
             "images": scores.forged_images + scores.authentic_images, "forged": scores.forged_images}
 
 
+@one_line_errors()  # Ctrl-C: one line, exit 130 (this tool reports its own errors)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="m2sformer")

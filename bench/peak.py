@@ -11,6 +11,10 @@ peak``.
 """
 from __future__ import annotations
 
+from train.cli import interrupts_in_one_line, one_line_errors
+
+interrupts_in_one_line(__name__)  # before the heavy imports
+
 import argparse
 import sys
 import time
@@ -90,6 +94,7 @@ def achieved_fraction(gmacs: float, seconds: float, peak_gflops: float) -> float
     return 2.0 * gmacs / seconds / peak_gflops
 
 
+@one_line_errors()  # Ctrl-C: one line, exit 130 (this tool reports its own errors)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.peak", description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2048, help="matrix size")

@@ -11,6 +11,10 @@ its seconds; the first failure stops with a one-line error and a non-zero exit.
 """
 from __future__ import annotations
 
+from train.cli import interrupts_in_one_line, one_line_errors
+
+interrupts_in_one_line(__name__)  # before the heavy imports
+
 import argparse
 import os
 import sys
@@ -67,6 +71,7 @@ def plan(models: list[str], cache: Path, small: bool = False, compile: bool = Tr
     return items
 
 
+@one_line_errors()  # Ctrl-C: one line, exit 130 (this tool reports its own errors)
 def main(argv: list[str] | None = None) -> int:
     from bench.artifacts import DEFAULT_CACHE, use_inductor_cache
 

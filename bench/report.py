@@ -14,6 +14,10 @@ Files are written to temporary names and renamed into place once everything rend
 """
 from __future__ import annotations
 
+from train.cli import interrupts_in_one_line, one_line_errors
+
+interrupts_in_one_line(__name__)  # before the heavy imports
+
 import argparse
 import json
 import os
@@ -731,6 +735,7 @@ def write_report(json_paths: list[Path], out: Path, trtexec_specs: list[str] | N
     return out / "report.md"
 
 
+@one_line_errors()  # Ctrl-C: one line, exit 130 (this tool reports its own errors)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
     parser.add_argument("--json", dest="jsons", action="append", metavar="FILE",

@@ -16,6 +16,10 @@ time; ``--png`` draws the top layers as a bar chart, ``--json`` writes the summa
 """
 from __future__ import annotations
 
+from train.cli import interrupts_in_one_line, one_line_errors
+
+interrupts_in_one_line(__name__)  # before the heavy imports
+
 import argparse
 import json
 import sys
@@ -167,6 +171,7 @@ def plot_layers(s: TrtexecSummary, path: str | Path) -> Path:
         plt.close(fig)
 
 
+@one_line_errors()  # Ctrl-C: one line, exit 130 (this tool reports its own errors)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.trtexec_json", description=__doc__.splitlines()[0])
     parser.add_argument("--times", help="trtexec --exportTimes JSON")

@@ -9,6 +9,10 @@ when the file is not a readable ONNX model.
 """
 from __future__ import annotations
 
+from train.cli import interrupts_in_one_line, one_line_errors
+
+interrupts_in_one_line(__name__)  # before the heavy imports
+
 import argparse
 import sys
 from pathlib import Path
@@ -45,6 +49,7 @@ def format_report(path: Path, target: str | Target, report: LintReport) -> list[
     return lines
 
 
+@one_line_errors()  # Ctrl-C: one line, exit 130 (this tool reports its own errors)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.check", description=__doc__.splitlines()[0])
     parser.add_argument("model", help="ONNX file")

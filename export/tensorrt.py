@@ -21,6 +21,10 @@ Files appear only when the build succeeded (temp files beside the target, then r
 """
 from __future__ import annotations
 
+from train.cli import interrupts_in_one_line, one_line_errors
+
+interrupts_in_one_line(__name__)  # before the heavy imports
+
 import argparse
 import os
 import sys
@@ -277,6 +281,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, precision: str = "fp
     return BuildResult(out, sidecar_path(out), plan, build, side.parity, tuple(notes))
 
 
+@one_line_errors()  # Ctrl-C: one line, exit 130 (this tool reports its own errors)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.tensorrt", description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", help="ONNX file with its sidecar (the mixed-precision / Q/DQ one for 11.x)")

@@ -12,6 +12,10 @@ assembled beside the repository and renamed into place.
 """
 from __future__ import annotations
 
+from train.cli import interrupts_in_one_line, one_line_errors
+
+interrupts_in_one_line(__name__)  # before the heavy imports
+
 import argparse
 import json
 import re
@@ -201,6 +205,7 @@ def write_repository(repo: str | Path, name: str, onnx_path: str | Path, engine:
     return [(_install(repo, cfg, path, filename, sc), cfg) for cfg, path, filename, sc in configs]
 
 
+@one_line_errors()  # Ctrl-C: one line, exit 130 (this tool reports its own errors)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.triton", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="Triton model name (the engine's model is NAME_trt)")

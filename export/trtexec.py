@@ -20,6 +20,10 @@ elsewhere, not FP16.
 """
 from __future__ import annotations
 
+from train.cli import interrupts_in_one_line, one_line_errors
+
+interrupts_in_one_line(__name__)  # before the heavy imports
+
 import argparse
 import json
 import shlex
@@ -205,6 +209,7 @@ def default_inputs(model: str, recipe: Recipe, precision: str, root: Path = Path
     return root / f"{model}.onnx", islands if precision == "fp16" and islands.is_file() else None
 
 
+@one_line_errors()  # Ctrl-C: one line, exit 130 (this tool reports its own errors)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.trtexec", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model name or package.module:factory (names the engine; "

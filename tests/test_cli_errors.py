@@ -272,3 +272,32 @@ def test_ctrl_c_while_a_cli_imports(tmp_path):
         "error: interrupted"
     assert "| torch\n" not in err.split("train.cli")[0]  # it was interrupted before torch was in
     assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("module", ["export.check", "export.tensorrt", "export.trtexec", "export.triton",
+                                    "bench.report", "bench.demo", "bench.prepare", "bench.peak",
+                                    "bench.trtexec_json"])
+def test_ctrl_c_in_every_other_cli_is_one_line(module, tmp_path):
+    # interrupted right after train.cli is imported (its hook is the next statement), before the tool's work
+    code, err = _interrupt(["-X", "importtime", "-m", module, "--help"], ROOT, ready="train.cli\n")
+    assert code == 130
+    assert one_error("\n".join(ln for ln in err.splitlines() if not ln.startswith("import time:"))) == \
+        "error: interrupted"
+
+
+def test_ctrl_c_inside_a_tools_main_is_one_line(monkeypatch, capsys, tmp_path):
+    import export.check as check
+
+    def pressed(*args, **kwargs):  # the user's Ctrl-C arriving while the lint runs
+        raise KeyboardInterrupt
+
+    model = tmp_path / "m.onnx"
+    import onnx
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), model)
+    monkeypatch.setattr(check, "check_graph", pressed)
+    assert check.main([str(model), "--target", "trt10.3"]) == 130
+    assert capsys.readouterr().err.strip() == "error: interrupted"
