@@ -45,8 +45,14 @@ def code_fingerprint(root: Path = ROOT, packages: tuple[str, ...] = FINGERPRINT_
     return digest.hexdigest()
 
 
-def artifact_stem(model: str, size: int, batch: int | str = 1, small: bool = False, variant: str | None = None) -> str:
-    parts = [model] + ([variant] if variant else []) + (["small"] if small else []) + [str(size), f"b{batch}"]
+def artifact_stem(model: str, size: int, batch: int | str = 1, small: bool = False, variant: str | None = None,
+                  exporter: str = "torchscript", attention: str = "ort") -> str:
+    """The cached export's file name: one file per model build, exporter and attention form
+    (switching between them keeps both exports); an import path names it as export.onnx does."""
+    from train.models.external import file_stem
+
+    parts = [file_stem(model)] + ([variant] if variant else []) + (["small"] if small else []) + [str(size), f"b{batch}"]
+    parts += ([] if exporter == "torchscript" else [exporter]) + ([] if attention == "ort" else [attention])
     return "-".join(parts)
 
 
@@ -62,7 +68,7 @@ def _export_target(model: str, cache_dir: str | Path, size: int, batch: int | st
 
     exporter = exporter or DEFAULT_EXPORTER
     opset = opset or default_opset(exporter)
-    path = Path(cache_dir) / f"{artifact_stem(model, size, batch, small, variant)}.onnx"
+    path = Path(cache_dir) / f"{artifact_stem(model, size, batch, small, variant, exporter, attention)}.onnx"
     key = json.dumps({"model": model, "size": size, "batch": batch, "small": small, "variant": variant,
                       "options": options or {}, "opset": opset, "attention": attention, "exporter": exporter,
                       "code": fingerprint or code_fingerprint()}, sort_keys=True, default=str)

@@ -131,7 +131,7 @@ def predict_heldout(onnx_path: Path, test_dir: Path, out: Path, grid_rows: int =
             "images": scores.forged_images + scores.authentic_images, "forged": scores.forged_images}
 
 
-@one_line_errors()  # Ctrl-C: one line, exit 130 (this tool reports its own errors)
+@one_line_errors(ValueError, OSError)  # Ctrl-C: one line, exit 130; an unknown --model etc.: one line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="m2sformer")

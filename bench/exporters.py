@@ -15,7 +15,10 @@ onnxruntime's optimised graph of each export and counts its nodes (what it reall
 """
 from __future__ import annotations
 
-import argparse
+from train.cli import ArgumentParser, interrupts_in_one_line, one_line_errors
+
+interrupts_in_one_line(__name__)  # before the heavy imports
+
 import json
 import re
 import subprocess
@@ -106,8 +109,9 @@ def format_row(row: dict) -> str:
             f"({', '.join(f'{v:.0f}' for v in row['cpu_p50_ms_each'])}) |")
 
 
+@one_line_errors(ValueError, OSError)  # Ctrl-C: one line, exit 130; bad input: one line
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.exporters", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m bench.exporters", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--size", type=int, help="input size (default: the paper's, or the small one)")
     parser.add_argument("--small", action="store_true")

@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         import tensorrt  # noqa: F401
     except ImportError:
         print("error: TensorRT is not installed here: run this on the target GPU with TensorRT "
-              "(pip install -e '.[gpu-cu12]' or '.[gpu-cu13]', or JetPack's python3-libnvinfer)", file=sys.stderr)
+              "(pip install -e ./runtime -e '.[gpu-cu12]' or '.[gpu-cu13]', or JetPack's python3-libnvinfer)", file=sys.stderr)
         return 2
     try:
         report = run_checklist(args.model, args.out, args.budget_s, args.images, find_trtexec(args.trtexec))

@@ -39,7 +39,7 @@ from train.checkpoint import (BuildError, CheckpointError, ModelBuild, check_siz
 from train.config import parse_assignments
 from train.models import get_spec
 from train.models.adapter import AdapterError, ExternalModel
-from train.models.external import file_stem, model_argument, resolve_model, triple_argument
+from train.models.external import ModelError, file_stem, model_argument, resolve_model, triple_argument
 
 from .verify import ExportParity, LintReport, Parity, check_model, export_parity, lint
 from .exporters import (DEFAULT_EXPORTER, DEFAULT_OPSETS, EXPORTERS, LABELS, ExporterError, default_opset,
@@ -47,7 +47,6 @@ from .exporters import (DEFAULT_EXPORTER, DEFAULT_OPSETS, EXPORTERS, LABELS, Exp
 from .ort_attention import CUSTOM_OP as ORT_CUSTOM_OP, DOMAIN as ORT_DOMAIN, OP as ORT_OP, use_ort_attention
 from .rewrites import apply_rewrites
 
-DEFAULT_OPSET = DEFAULT_OPSETS[DEFAULT_EXPORTER]  # of the default exporter; see export.exporters
 
 
 ATTENTION_CHOICES = ("explicit", "ort")
@@ -120,7 +119,7 @@ def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | 
             build = ModelBuild(name, small, variant, dict(options or {}))
             size = build.check(size)
             model = build.build(size)
-    except (BuildError, CheckpointError) as err:
+    except (BuildError, CheckpointError, ModelError) as err:
         raise ExportError(str(err)) from None
     model.eval()
     spec = get_spec(build.name)
@@ -138,20 +137,11 @@ def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | 
     mean = torch.tensor(spec.mean).reshape(1, 3, 1, 1)
     std = torch.tensor(spec.std).reshape(1, 3, 1, 1)
     image = (image - mean) / std
-    try:
-        with torch.no_grad():  # the model as built, before any rewrite
-            as_built = {key: t.numpy() for key, t in zip(("prob", "score"), wrapper(image))}
-    except AdapterError as err:
-        raise ExportError(str(err)) from None
-    except Exception as err:  # the model's own forward: any error, one line
-        first = (str(err).strip().splitlines() or [""])[0]
-        raise ExportError(f"{build.name}: forward failed on a {tuple(image.shape)} image: {type(err).__name__}: {first}") \
-            from None
-    rewrites = apply_rewrites(model)
+    as_built = dict(zip(("prob", "score"), (t.numpy() for t in _forward(wrapper, image, build.name))))
+    rewrites = apply_rewrites(model)  # the model as built is the first reference, the rewritten one the second
     if attention == "ort":
         rewrites["ort_attention"] = use_ort_attention(model)
-    with torch.no_grad():
-        prob, score = wrapper(image)
+    prob, score = _forward(wrapper, image, build.name)
     check_contract(build.name, prob, score, n, size)
     reference = {"prob": prob.numpy(), "score": score.numpy()}
 
@@ -218,6 +208,20 @@ def export_model(name: str | None, out: str | Path, *, checkpoint: str | Path | 
     return ExportResult(out, sidecar_path(out), result, report, rewrites, time.perf_counter() - start, both.as_built)
 
 
+def _forward(wrapper: nn.Module, image: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prob, score) of the wrapped model on ``image``; any error of the model's own forward
+    (or of the output adapter) is one ExportError line."""
+    try:
+        with torch.no_grad():
+            return wrapper(image)
+    except AdapterError as err:
+        raise ExportError(str(err)) from None
+    except Exception as err:  # the model's own forward: any error, one line
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise ExportError(f"{name}: forward failed on a {tuple(image.shape)} image: {type(err).__name__}: {first}") \
+            from None
+
+
 def check_contract(name: str, prob: torch.Tensor, score: torch.Tensor, n: int, size: int) -> None:
     """The contract's shapes and range on the reference outputs; ExportError otherwise."""
     if tuple(prob.shape) != (n, 1, size, size) or tuple(score.shape) != (n, 1):
@@ -282,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch != "dynamic" and not (args.batch.isdigit() and int(args.batch) >= 1):
         parser.error(f"argument --batch: expected a positive integer or 'dynamic', got {args.batch!r}")
     options = parse_assignments(args.options, "--set")
-    if args.model:
-        resolve_model(args.model, mean=args.mean, std=args.std)
+    if args.model or ((args.mean or args.std) and args.checkpoint):  # a checkpoint's model takes --mean/--std too
+        resolve_model(args.model or checkpoint_model_name(args.checkpoint), mean=args.mean, std=args.std)
     check_size(args.size)
     if not args.checkpoint:
         if not args.model:

@@ -12,11 +12,10 @@ assembled beside the repository and renamed into place.
 """
 from __future__ import annotations
 
-from train.cli import interrupts_in_one_line, one_line_errors
+from train.cli import ArgumentParser, interrupts_in_one_line, one_line_errors, output_folder
 
 interrupts_in_one_line(__name__)  # before the heavy imports
 
-import argparse
 import json
 import re
 import shutil
@@ -205,9 +204,9 @@ def write_repository(repo: str | Path, name: str, onnx_path: str | Path, engine:
     return [(_install(repo, cfg, path, filename, sc), cfg) for cfg, path, filename, sc in configs]
 
 
-@one_line_errors()  # Ctrl-C: one line, exit 130 (this tool reports its own errors)
+@one_line_errors(ValueError, OSError)  # Ctrl-C: one line, exit 130; an unwritable --out: one line
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.triton", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m export.triton", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="Triton model name (the engine's model is NAME_trt)")
     parser.add_argument("--onnx", required=True, help="ONNX file (with its sidecar)")
     parser.add_argument("--engine", help="TensorRT engine built by python -m export.tensorrt")
@@ -217,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", choices=("gpu", "cpu"), default="gpu", help="instance kind of the ONNX model")
     parser.add_argument("--queue-delay-us", type=int, default=100, help="dynamic batching queue delay (default 100)")
     args = parser.parse_args(argv)
+    output_folder(args.out)
     try:
         written = write_repository(args.out, args.model, args.onnx, args.engine, max_batch=args.max_batch,
                                    instances=args.instances, kind=args.kind, queue_delay_us=args.queue_delay_us)

@@ -20,11 +20,12 @@ elsewhere, not FP16.
 """
 from __future__ import annotations
 
-from train.cli import interrupts_in_one_line, one_line_errors
+from train.cli import ArgumentParser, interrupts_in_one_line, one_line_errors, output_folder
 
 interrupts_in_one_line(__name__)  # before the heavy imports
 
-import argparse
+from train.models.external import file_stem  # noqa: E402
+
 import json
 import shlex
 import shutil
@@ -209,9 +210,9 @@ def default_inputs(model: str, recipe: Recipe, precision: str, root: Path = Path
     return root / f"{model}.onnx", islands if precision == "fp16" and islands.is_file() else None
 
 
-@one_line_errors()  # Ctrl-C: one line, exit 130 (this tool reports its own errors)
+@one_line_errors(ValueError, OSError)  # Ctrl-C: one line, exit 130; an unwritable --out: one line
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.trtexec", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m export.trtexec", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model name or package.module:factory (names the engine; "
                         "default ONNX artifacts/NAME.onnx, ':' as '.')")
     parser.add_argument("--target", required=True, help="recipe name in engines/recipes.toml")
@@ -225,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output folder (default artifacts/trtexec/MODEL-TARGET)")
     parser.add_argument("--recipes", help="recipe file (default engines/recipes.toml)")
     args = parser.parse_args(argv)
-    stem = args.model.replace(":", ".")  # an import path names files as export.onnx does (external.file_stem)
-    out = Path(args.out or f"artifacts/trtexec/{stem}-{args.target}")
+    stem = file_stem(args.model)  # an import path names files as export.onnx does
+    out = output_folder(args.out or f"artifacts/trtexec/{stem}-{args.target}")
     try:
         book = load_recipes(args.recipes)
         recipe = book.get(args.target)

@@ -105,7 +105,7 @@ class ModelBuild:
         the input size (``size`` or the default). Raises BuildError."""
         try:
             spec = get_spec(self.name)
-        except KeyError as err:
+        except (KeyError, ModelError) as err:
             raise BuildError(err.args[0]) from None
         if self.variant and self.variant not in spec.variants:
             known = ", ".join(sorted(spec.variants)) or "none"
@@ -277,14 +277,14 @@ def resolve_build(path: str | Path, data: dict[str, Any], name: str | None = Non
     try:
         recorded = ModelBuild.from_config(saved)
         recorded = replace(recorded, name=get_spec(recorded.name).name)
-    except KeyError as err:
+    except (KeyError, ModelError) as err:
         raise CheckpointError(f"{path}: trained as {saved.get('model')!r}, which this kit does not know "
                               f"({err.args[0] if err.args else err})") from None
     conflicts = []
     if name:
         try:
             given = get_spec(name).name
-        except KeyError:
+        except (KeyError, ModelError):
             given = name
         if given != recorded.name:
             conflicts.append(f"--model {name}")

@@ -26,7 +26,10 @@ Formats:
 """
 from __future__ import annotations
 
-import argparse
+from .cli import ArgumentParser, interrupts_in_one_line, one_line_errors
+
+interrupts_in_one_line(__name__)  # before the heavy imports
+
 import hashlib
 import re
 import sys
@@ -260,8 +263,9 @@ def convert_file(fmt: str, source: str | Path, out: str | Path, **options: Any) 
     return result
 
 
+@one_line_errors()  # Ctrl-C: one line, exit 130 (the conversion's errors are reported below)
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.convert", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m train.convert", description=__doc__.splitlines()[0])
     parser.add_argument("source", metavar="IN", help="the checkpoint to convert")
     parser.add_argument("--format", required=True, choices=sorted(FORMATS),
                         help="; ".join(f"{f.name}: {f.summary}" for f in FORMATS.values()))

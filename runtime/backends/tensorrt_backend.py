@@ -29,8 +29,8 @@ from ..sidecar import Sidecar, TensorRTBuild, sidecar_path
 
 __all__ = ["TensorRTBackend", "GpuInfo", "engine_compatibility", "query_gpu", "version_key", "NEEDS_GPU_EXTRA"]
 
-NEEDS_GPU_EXTRA = ("TensorRT engines need the gpu extra (tensorrt, cuda-python), "
-                   "which is not available in this build")
+NEEDS_GPU_EXTRA = ("TensorRT engines need the gpu extra (gpu-cu12 or gpu-cu13: tensorrt, cuda-python; on "
+                   "Jetson JetPack's TensorRT + cuda-python 12.x), which is not available in this build")
 CONTRACT = ("prob", "score")
 
 
