@@ -20,11 +20,15 @@ def _root() -> Path:
     return root
 
 
-@functools.lru_cache(maxsize=None)
 def small_export(name: str, exporter: str = DEFAULT_EXPORTER) -> Path:
     """The FP32 ONNX (with its sidecar) of ``name``'s small configuration by ``exporter``."""
+    return _small_export(name, exporter)  # one cache key, whether the exporter is named or defaulted
+
+
+@functools.lru_cache(maxsize=None)
+def _small_export(name: str, exporter: str) -> Path:
     folder = _root() / exporter / name
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     return export_model(name, folder / f"{name}.onnx", small=True, exporter=exporter).onnx_path
 
 

@@ -1,6 +1,9 @@
 """The README's commands run as written: every line of every ```bash block, in order, in one
 fresh folder (so relative outputs such as runs/demo/best.pt and artifacts/ land there),
-with this interpreter's bin folder first on PATH (what ``. .venv/bin/activate`` does).
+with this interpreter's bin folder first on PATH (what ``. .venv/bin/activate`` does). The
+folder stands in for the repository root: it holds a copy of ``examples/``, and an
+``export NAME=VALUE`` line of the README sets NAME for the commands after it, as in one
+shell session.
 
 Lines that cannot run here are skipped, each with its reason, by the explicit ``SKIP``
 rules below; ``CHEAPER`` would swap a command for a cheaper form (it is empty: the
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +36,9 @@ SKIP: list[tuple[str, str]] = [
     (r"^(\S*/)?trtexec\b|build_and_profile\.sh", "runs trtexec on the device with TensorRT"),
     (r"^(docker|tritonserver|nvidia-smi)\b", "needs a GPU server (Docker / Triton / NVIDIA driver)"),
     (r"^torchrun\b", "multi-process / multi-GPU training"),
+    (r"model_weight_EPOCH|m2s_authors\.pt", "needs the M2SFormer authors' trained checkpoint, which is not in this "
+                                           "repository (tests/test_convert.py converts and exports a random checkpoint "
+                                           "of their exact layout)"),
     (r"\.engine\b", "uses a TensorRT engine: needs an NVIDIA GPU with TensorRT"),
     (r"(CUDA|Tensorrt)ExecutionProvider|--provider (cuda|tensorrt)", "needs an NVIDIA GPU"),
 ]
@@ -73,7 +80,7 @@ def skip_reason(command: str) -> str | None:
 
 
 COMMANDS = readme_commands(README.read_text(encoding="utf-8"))
-_state: dict[str, object] = {"failed": None}
+_state: dict[str, object] = {"failed": None, "env": {}}
 
 
 def _id(item: tuple[int, str]) -> str:
@@ -91,7 +98,12 @@ def test_readme_has_the_step_by_step():
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("readme")
+    folder = tmp_path_factory.mktemp("readme")
+    shutil.copytree(ROOT / "examples", folder / "examples")
+    return folder
+
+
+EXPORT = re.compile(r"^export ([A-Za-z_][A-Za-z0-9_]*)=(\S+)\s*(#.*)?$")
 
 
 @pytest.mark.slow
@@ -105,7 +117,13 @@ def test_readme_command_runs_as_written(item, workdir):
         pytest.skip(f"an earlier README command failed ({_state['failed']})")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-           "HF_HUB_OFFLINE": "1"}  # nothing in the README may need a download
+           "HF_HUB_OFFLINE": "1", **_state["env"]}  # nothing in the README may need a download
+    exported = EXPORT.match(command)
+    if exported:  # kept for the lines after it, as one shell session would (value expanded by bash)
+        value = subprocess.run(["bash", "-c", f'printf %s "{exported.group(2)}"'], cwd=workdir, env=env,
+                               capture_output=True, text=True, check=True).stdout
+        _state["env"][exported.group(1)] = value
+        return
     run = CHEAPER.get(command, command)
     proc = subprocess.run(["bash", "-o", "pipefail", "-c", run], cwd=workdir, env=env, capture_output=True,
                           text=True, timeout=900)
