@@ -9,6 +9,12 @@ holds: model, options, attention mode, exporter (``export.exporters``), size, ba
 fingerprint of the sources of ``train``, ``export`` and ``runtime`` (any edit there
 re-exports). Precision of an ONNX file is read from the graph itself (Q/DQ nodes: int8;
 float16 initializers or casts to float16: fp16; else fp32), of an engine from its sidecar.
+
+Calibration images (``calibration_images``: the project's synthetic forgeries at a model's
+size, ``export.calibration``) are what both the run's mask agreement (``ov``, ``ov-bf16`` and
+``auto`` against onnxruntime FP32) and ``runtime.tune`` check on: the tuner reads them as PNGs
+from ``calibration_folder`` in the cache. ``cached_tune`` runs ``python -m runtime.tune`` on an
+export in a child process unless a current tune file is beside it.
 """
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 FINGERPRINT_PACKAGES = ("train", "export", "runtime")
 DEFAULT_CACHE = ROOT / "bench-out" / "cache"
+CALIBRATION_IMAGES = 4  # synthetic forgeries per model size for the mask agreement and the tuner
+MAX_FLIP = 1e-3  # the mask-flip budget the tuner holds a candidate to (runtime.tune --max-flip)
 
 
 def use_inductor_cache(cache_dir: str | Path, user_choice: str | None) -> str:
@@ -190,3 +198,64 @@ def discover(folder: str | Path | None, models: list[str]) -> tuple[list[Artifac
             continue
         found.append(Artifact(path, side.model, side.artifact.format, precision, int(side.preprocess.size[0])))
     return found, problems
+
+
+def calibration_images(size: int, count: int = CALIBRATION_IMAGES):
+    """The calibration images at ``size`` x ``size``: the first ``count`` synthetic forgeries
+    of the project's generator (seed 0; ``export.calibration.synthetic_images``)."""
+    from export.calibration import synthetic_images
+
+    return synthetic_images(count, size=size)
+
+
+def calibration_folder(cache_dir: str | Path, size: int, count: int = CALIBRATION_IMAGES) -> Path:
+    """A folder of the calibration images as PNGs (lossless: the pixels ``calibration_images``
+    holds), written once into ``cache_dir`` (atomically: complete or absent)."""
+    from PIL import Image
+
+    from runtime.atomic import atomic_folder
+
+    folder = Path(cache_dir) / f"calibration-{size}px-{count}"
+    if not folder.is_dir():
+        with atomic_folder(folder) as tmp:
+            for index, image in enumerate(calibration_images(size, count)):
+                Image.fromarray(image.image).save(tmp / f"{index:02d}-{image.name}.png")
+    return folder
+
+
+class TuneFailed(RuntimeError):
+    """``runtime.tune`` failed on an export; the message is one line."""
+
+
+def cached_tune(path: str | Path, images: str | Path, max_flip: float = MAX_FLIP, echo: bool = False) -> dict[str, Any]:
+    """``runtime.tune``'s result for the export ``path``: the current tune file beside it
+    (``runtime.tune.load_tuned``), else a fresh tune by ``python -m runtime.tune`` in a child
+    process on the images in ``images`` (each candidate backend x precision timed in its own
+    process there). ``echo`` passes the child's output (its progress) through to stderr;
+    a failure raises TuneFailed with the child's last line."""
+    import codecs
+
+    from runtime.tune import load_tuned
+
+    path = Path(path)
+    tuned = load_tuned(path)
+    if tuned is not None:
+        return tuned
+    cmd = [sys.executable, "-m", "runtime.tune", str(path), "--images", str(images), "--max-flip", f"{max_flip:g}"]
+    decoder, tail = codecs.getincrementaldecoder("utf-8")(errors="replace"), ""
+    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        while chunk := proc.stdout.read1(4096):
+            text = decoder.decode(chunk)
+            if echo:
+                sys.stderr.write(text)
+                sys.stderr.flush()
+            tail = (tail + text)[-4000:]
+    if proc.returncode != 0:
+        lines = [line for line in tail.replace("\r", "\n").splitlines() if line.strip()]
+        lines = lines or [f"exit code {proc.returncode}"]
+        reason = lines[-1] if proc.returncode > 0 else f"killed by signal {-proc.returncode} (out of memory?)"
+        raise TuneFailed(f"runtime.tune of {path} failed: {reason.strip()}")
+    tuned = load_tuned(path)
+    if tuned is None:
+        raise TuneFailed(f"runtime.tune of {path} exited 0 but left no current tune file beside it")
+    return tuned

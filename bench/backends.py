@@ -4,19 +4,31 @@
 Core backends (CPU):
   torch        PyTorch eager FP32, ``inference_mode``
   compile      ``torch.compile`` (inductor, default mode) FP32; the first call compiles
-  ort          onnxruntime FP32, CPU provider, ``session.run`` on the preprocessed batch (the export
+  ort          onnxruntime FP32, CPU provider, ``backend.run`` on the preprocessed batch (the export
                made for onnxruntime: ``--attention ort``, see ``bench.artifacts``)
   ort-prepost  the same session through ``runtime.Predictor.predict`` on a 1024 x 768 RGB photo:
                resize + normalise, inference, resize the map back + threshold
+  ov           OpenVINO FP32 (CPU plugin, ``runtime.Predictor(backend="openvino", precision="fp32")``)
+               on the same export as ``ort``
+  ov-bf16      the same with ``precision="bf16"``: BF16 arithmetic on a CPU with native BF16
+  auto         ``runtime.Predictor(backend="auto")``: the backend and precision ``runtime.tune``
+               chose on this machine for that export (the run tunes it first where no current
+               tune file is beside it, as it exports what is not cached)
 GPU backends (only where a GPU exists): torch-cuda (eager FP32, CUDA peak memory), ort-cuda
 (CUDA provider). Artifacts found with ``--artifacts`` add ``ort-fp16`` / ``ort-int8`` (ONNX,
 CPU provider) and ``tensorrt-<precision>`` (engines, through the runtime's Predictor).
+
+Every runtime backend's runner records the backend's settings as configured (threads, spin,
+precision, version: ``predictor.backend.settings``), and ``auto``'s its choice; ``run_batch``
+runs any preprocessed batch, for the mask agreement against onnxruntime FP32 (``AGREEMENT_BACKENDS``,
+outside the timed rounds).
 
 Nothing here imports torch until a torch backend is built, so a fresh process measuring the
 runtime's memory never loads it.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -25,10 +37,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-CORE_BACKENDS = ("torch", "compile", "ort", "ort-prepost")
+CPU_RUNTIME_BACKENDS = ("ov", "ov-bf16", "auto")  # runtime.Predictor's CPU choices beside onnxruntime
+CORE_BACKENDS = ("torch", "compile", "ort", "ort-prepost") + CPU_RUNTIME_BACKENDS
 GPU_BACKENDS = ("torch-cuda", "ort-cuda")
 TORCH_BACKENDS = ("torch", "compile", "torch-cuda")
-ONNX_BACKENDS = ("ort", "ort-prepost", "ort-cuda")  # run the cached FP32 export
+ONNX_BACKENDS = ("ort", "ort-prepost", "ort-cuda") + CPU_RUNTIME_BACKENDS  # run the cached FP32 export
+AGREEMENT_BACKENDS = CPU_RUNTIME_BACKENDS  # masks compared with onnxruntime FP32 on calibration images
+REFERENCE_BACKEND = "ort"  # the agreement's reference: onnxruntime FP32, CPU provider
 PHOTO_HW = (768, 1024)
 DESCRIPTIONS = {
     "torch": "PyTorch eager FP32 (CPU, inference_mode)",
@@ -39,7 +54,39 @@ DESCRIPTIONS = {
     "ort-cuda": "onnxruntime FP32, CUDA provider",
     "ort-fp16": "onnxruntime, FP16 (mixed-precision) ONNX artifact, CPU provider",
     "ort-int8": "onnxruntime, INT8 Q/DQ ONNX artifact, CPU provider",
+    "ov": "OpenVINO FP32 (CPU plugin, inference precision f32) via runtime.Predictor, same export as ort",
+    "ov-bf16": "OpenVINO with BF16 inference precision (CPU plugin) via runtime.Predictor, same export as ort",
+    "auto": "runtime.Predictor(backend='auto'): the backend x precision runtime.tune chose on this machine",
 }
+PRECISIONS = {"torch": "fp32", "compile": "fp32", "ort": "fp32", "ort-prepost": "fp32", "torch-cuda": "fp32",
+              "ort-cuda": "fp32", "ov": "fp32", "ov-bf16": "bf16", "ort-fp16": "fp16", "ort-int8": "int8"}
+
+
+def predictor_config(backend: str) -> dict[str, Any]:
+    """The ``runtime.Predictor`` keyword arguments of a runtime backend (``ort*``, ``ov*``,
+    ``auto``, ``tensorrt-*``); a ValueError for any other name."""
+    if backend.startswith("ort"):
+        return {"backend": "onnxruntime", "providers": ort_providers(backend)}
+    if backend == "ov":
+        return {"backend": "openvino", "precision": "fp32"}
+    if backend == "ov-bf16":
+        return {"backend": "openvino", "precision": "bf16"}
+    if backend == "auto":
+        return {"backend": "auto"}
+    if backend.startswith("tensorrt"):
+        return {"backend": "tensorrt"}
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+def open_predictor(backend: str, path: str | Path):
+    """A ``runtime.Predictor`` of ``path`` configured as ``backend`` runs it."""
+    from runtime.predictor import Predictor
+
+    return Predictor(path, **predictor_config(backend))
+
+
+def openvino_installed() -> bool:
+    return importlib.util.find_spec("openvino") is not None
 
 
 @dataclass
@@ -50,6 +97,8 @@ class Runner:
     first_s: float | None = None  # a first call already made while setting up (compilation)
     warm_s: float | None = None  # seconds of one call when the callee is warm already (a reused session)
     info: dict[str, Any] = field(default_factory=dict)
+    predictor: Any = None  # the runtime.Predictor a runtime backend's calls go through
+    run_batch: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None  # any preprocessed batch -> outputs
 
 
 def seeded_batch(batch: int, size: int, mean, std, seed: int = 0) -> np.ndarray:
@@ -82,6 +131,13 @@ def unavailable(backend: str) -> str | None:
     if backend.startswith("tensorrt"):
         if not Path("/dev/nvidiactl").exists():
             return "TensorRT engines need an NVIDIA GPU (none on this machine)"
+    if backend in ("ov", "ov-bf16") and not openvino_installed():
+        return "OpenVINO is not installed (pip install openvino)"
+    if backend == "ov-bf16":
+        from runtime.machine import has_bf16
+
+        if not has_bf16():
+            return "this CPU has no native BF16 (neither AVX-512 BF16 nor AMX-BF16): OpenVINO would run it in FP32"
     return None
 
 
@@ -130,44 +186,42 @@ def ort_providers(backend: str) -> list[str]:
     return ["CUDAExecutionProvider"] if backend == "ort-cuda" else ["CPUExecutionProvider"]
 
 
-def _ort_runner(backend: str, path: Path, batch: int, predictor=None) -> Runner:
-    import onnxruntime as ort
-
-    from runtime.predictor import Predictor
-
-    predictor = predictor or Predictor(path, providers=ort_providers(backend))
+def _runtime_runner(backend: str, path: Path, batch: int, predictor=None) -> Runner:
+    """A runner of ``path`` through ``runtime.Predictor`` (``predictor``: an open one to reuse)."""
+    predictor = predictor or open_predictor(backend, path)
     pre = predictor.sidecar.preprocess
     batch_np = seeded_batch(batch, int(pre.size[0]), pre.mean, pre.std)
-    info = {**_threads_info(), "providers": predictor.providers, "onnxruntime": ort.__version__,
-            "artifact": str(path), "artifact_mib": path.stat().st_size / 2**20}
+    settings = dict(predictor.backend.settings)
+    info = {**_threads_info(), "settings": settings, "artifact": str(path), "artifact_mib": path.stat().st_size / 2**20}
+    if settings.get("backend") == "onnxruntime":
+        import onnxruntime as ort
+
+        info.update(providers=predictor.providers, onnxruntime=ort.__version__)
+    if backend == "auto":
+        info["choice"] = dict(predictor.choice)
+    run = predictor.backend.run
     if backend == "ort-prepost":
         image = photo()
-        return Runner(backend, lambda: predictor.predict(image), info={**info, "photo_hw": list(PHOTO_HW)})
-    return Runner(backend, lambda: predictor.backend.run(batch_np), info=info)
+        return Runner(backend, lambda: predictor.predict(image), info={**info, "photo_hw": list(PHOTO_HW)},
+                      predictor=predictor, run_batch=run)
+    return Runner(backend, lambda: run(batch_np), info=info, predictor=predictor, run_batch=run)
 
 
 def make_runner(backend: str, subject, onnx_path: str | Path | None = None, predictor=None) -> Runner:
-    """A ready-to-time runner of ``subject`` on ``backend``. ONNX and engine backends need
-    ``onnx_path`` (the FP32 export, or the artifact of an ort-fp16 / ort-int8 / tensorrt
-    backend) and take size, mean and std from its sidecar, so they never import torch;
-    onnxruntime backends may reuse an open ``runtime.Predictor`` of that file."""
+    """A ready-to-time runner of ``subject`` on ``backend``. Runtime backends (``ort*``, ``ov*``,
+    ``auto``, ``tensorrt-*``) need ``onnx_path`` (the FP32 export, or the artifact of an
+    ort-fp16 / ort-int8 / tensorrt backend), take size, mean and std from its sidecar, so they
+    never import torch, and may reuse an open ``runtime.Predictor`` of that file configured
+    as ``predictor_config(backend)``."""
     if backend in TORCH_BACKENDS:
         from train.models import get_spec
 
         spec = get_spec(subject.model)
         return _torch_runner(backend, subject, seeded_batch(subject.batch, subject.size, spec.mean, spec.std))
+    predictor_config(backend)  # ValueError for an unknown backend
     if onnx_path is None:
         raise ValueError(f"backend {backend!r} needs an ONNX / engine path")
-    if backend.startswith("ort"):
-        return _ort_runner(backend, Path(onnx_path), subject.batch, predictor)
-    if backend.startswith("tensorrt"):
-        from runtime.predictor import Predictor
-
-        predictor = Predictor(onnx_path)
-        pre = predictor.sidecar.preprocess
-        batch_np = seeded_batch(subject.batch, int(pre.size[0]), pre.mean, pre.std)
-        return Runner(backend, lambda: predictor.backend.run(batch_np), info={"artifact": str(onnx_path)})
-    raise ValueError(f"unknown backend {backend!r}")
+    return _runtime_runner(backend, Path(onnx_path), subject.batch, predictor)
 
 
 def cuda_peak_mib() -> float | None:

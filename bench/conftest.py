@@ -2,8 +2,9 @@
 
 Options (all comma lists where plural):
   --models NAMES        models to measure: registered names or package.module:factory (default: all registered)
-  --backends NAMES      latency/memory backends (default: torch, compile, ort, ort-prepost and the
-                        GPU ones, which skip without a GPU; ort-fp16 / ort-int8 / tensorrt-* with --artifacts)
+  --backends NAMES      latency/memory backends (default: torch, compile, ort, ort-prepost, ov, ov-bf16,
+                        auto and the GPU ones, which skip without a GPU; ort-fp16 / ort-int8 / tensorrt-* with
+                        --artifacts)
   --small               the models' small test configurations at their small sizes (for tests)
   --batches N,...       batch sweep sizes (default 2,4; batch 1 is the latency suite)
   --sizes N,...         scaling sizes (default 256,384,512,768,1024; with --small: small size x1, x2)
@@ -27,12 +28,20 @@ peak) is a record in the session store; the ``pytest_benchmark_update_json`` hoo
 records into the benchmark JSON under "imlkit", so one file holds the whole run for
 ``python -m bench.report``. Suites run in a fixed order (peak, profiles, latency, memory, then
 the optional sweeps) so later suites plan from measured latencies. ``python -m bench.prepare``
-builds the cached exports, profiles and compiled kernels first (``make bench`` does), so the
-run's budget goes to measuring.
+builds the cached exports, profiles, compiled kernels and ``runtime.tune`` files first (``make
+bench`` does), so the run's budget goes to measuring.
+
+One backend at a time: the store keeps at most one ``runtime.Predictor`` open (``ort`` and
+``ort-prepost`` share it) and closes it before any other backend is built, so no two thread
+pools (onnxruntime's, OpenVINO's) coexist while one of them is timed; torch's pool idles
+meanwhile. The mask agreement of ``ov``, ``ov-bf16`` and ``auto`` with onnxruntime FP32 runs on
+calibration images (``bench.artifacts.calibration_images``) after their timed rounds.
 """
 from __future__ import annotations
 
 import argparse
+import gc
+import json
 import os
 import platform
 import sys
@@ -46,10 +55,12 @@ import pytest
 # read before anything imports torch (which may set it to its default): the user's own choice wins
 _USER_INDUCTOR_CACHE = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
 
-from bench.artifacts import (DEFAULT_CACHE, Artifact, ExportFailed, cached_export, code_fingerprint,  # noqa: E402
-                             discover, is_cached, use_inductor_cache)
-from bench.backends import (CORE_BACKENDS, GPU_BACKENDS, ONNX_BACKENDS, TORCH_BACKENDS, Runner,  # noqa: E402
-                            make_runner, ort_providers, unavailable)
+from bench.artifacts import (DEFAULT_CACHE, Artifact, ExportFailed, TuneFailed, cached_export,  # noqa: E402
+                             cached_tune, calibration_folder, calibration_images, code_fingerprint, discover,
+                             is_cached, use_inductor_cache)
+from bench.backends import (AGREEMENT_BACKENDS, CORE_BACKENDS, GPU_BACKENDS, ONNX_BACKENDS,  # noqa: E402
+                            REFERENCE_BACKEND, TORCH_BACKENDS, Runner, make_runner, open_predictor,
+                            predictor_config, unavailable)
 from bench.papers import profile_points  # noqa: E402
 from bench.memory import FRESH_PROCESS_S  # noqa: E402
 from bench.subject import Subject, cached_profile, is_profile_cached, meta_gmacs  # noqa: E402
@@ -61,6 +72,7 @@ SUITE_ORDER = ("test_peak", "test_profile", "test_latency", "test_memory", "test
 ASSUMED_EFFICIENCY = 0.25  # fraction of the matmul peak assumed when no latency was measured yet
 END_RESERVE_S = 30.0  # kept free in the budget for the end of the run: the second peak measurement, the JSON
 EXPORT_OVERHEAD_S = 20.0  # an export beyond its ~3 inferences (trace, reference, parity): load, checker, lint
+AGREEMENT_S = 20.0  # inference seconds one backend's mask agreement may take: slow models check fewer images
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -134,9 +146,12 @@ class Store:
     records: list[dict[str, Any]] = field(default_factory=list)
     latency: dict[tuple, float] = field(default_factory=dict)
     _peak: Any = None
+    _peak_bf16: Any = None
     _gmacs: dict[Subject, float] = field(default_factory=dict)
     _export_failures: dict[tuple, str] = field(default_factory=dict)
-    _session: Any = None  # ((path, providers), Predictor, seconds of one warm call or None)
+    _tune_failures: dict[Path, str] = field(default_factory=dict)
+    _calibration: dict[Path, tuple] = field(default_factory=dict)  # export -> (input batches, reference outputs)
+    _session: Any = None  # ((path, predictor config), Predictor, seconds of one warm call or None)
 
     def record(self, kind: str, **data: Any) -> dict[str, Any]:
         rec = {"kind": kind, **data}
@@ -161,12 +176,26 @@ class Store:
         return cached_profile(subject, self.cache, self.fingerprint)
 
     def peak(self):
+        """The FP32 matmul peak (measured once at the start, again at the end of the run)."""
         if self._peak is None:
             from bench.peak import machine_peak
 
             self._peak = machine_peak()
             self.record("peak", phase="start", **self._peak.__dict__)
         return self._peak
+
+    def peak_bf16(self):
+        """The BF16 matmul peak, or a pytest skip on a CPU without native BF16."""
+        if self._peak_bf16 is None:
+            from bench.peak import bf16_unavailable, machine_peak
+
+            why = bf16_unavailable()
+            if why:
+                self.record("peak_unavailable", precision="bf16", reason=why)
+                pytest.skip(f"BF16 peak: {why}")
+            self._peak_bf16 = machine_peak(precision="bf16")
+            self.record("peak", phase="start", **self._peak_bf16.__dict__)
+        return self._peak_bf16
 
     def gmacs(self, subject: Subject) -> float:
         if subject not in self._gmacs:
@@ -222,33 +251,84 @@ class Store:
         return est
 
     def runner(self, subject: Subject, backend: str, path: Path | None = None) -> Runner:
-        """A runner of ``subject`` on ``backend`` (artifact from ``path_for`` unless given). An
-        onnxruntime session is kept open between consecutive tests of the same file (``ort`` then
-        ``ort-prepost``), so the second needs no warm-up; any other runner closes it first
-        (a TransForensics session holds gigabytes)."""
-        path = self.path_for(subject, backend) if path is None else path
-        if backend.startswith("ort") and path is not None:
-            providers = tuple(ort_providers(backend))
-            cached = self._session
-            if cached is None or cached[0] != (path, providers):
-                self._session = None
-                from runtime.predictor import Predictor
+        """A runner of ``subject`` on ``backend`` (artifact from ``path_for`` unless given). A
+        runtime backend's Predictor stays open between consecutive tests that configure it
+        alike (``ort`` then ``ort-prepost``), so the second needs no warm-up; any other runner
+        closes it first (a TransForensics session holds gigabytes, and no two thread pools may
+        coexist while one is timed). A backend that refuses the precision skips with its reason."""
+        from runtime.errors import BackendError
 
-                cached = ((path, providers), Predictor(path, providers=list(providers)), None)
-            runner = make_runner(backend, subject, path, predictor=cached[1])
-            runner.warm_s = cached[2] if subject.batch == 1 else None
-            self._session = cached
-            return runner
-        self._session = None
-        return make_runner(backend, subject, path)
+        path = self.path_for(subject, backend) if path is None else path
+        if path is None:  # a torch backend
+            self.close_session()
+            return make_runner(backend, subject)
+        if backend in AGREEMENT_BACKENDS and subject.batch == 1:
+            self.calibration(subject, path)  # the reference, before this backend's session opens
+        try:
+            predictor, warm_s = self._open(backend, path)
+        except BackendError as err:
+            pytest.skip(f"{backend}: {' '.join(str(err).split())}")
+        runner = make_runner(backend, subject, path, predictor=predictor)
+        runner.warm_s = warm_s if subject.batch == 1 else None
+        return runner
+
+    def _open(self, backend: str, path: Path):
+        """(Predictor, seconds of one warm call or None): the open one when it is ``backend``'s
+        configuration of ``path``, else a new one after closing it."""
+        key = (path, json.dumps(predictor_config(backend), sort_keys=True))
+        if self._session is None or self._session[0] != key:
+            self.close_session()
+            self._session = (key, open_predictor(backend, path), None)
+        return self._session[1], self._session[2]
 
     def close_session(self) -> None:
-        self._session = None
+        """Drop the open Predictor; its thread pool and memory go before anything else runs."""
+        if self._session is not None:
+            self._session = None
+            gc.collect()
 
     def ran(self, runner: Runner, subject: Subject, p50_s: float) -> None:
         """Note a finished measurement: the open session is warm now (batch 1 timing known)."""
-        if self._session is not None and subject.batch == 1 and runner.backend.startswith("ort"):
+        if self._session is not None and subject.batch == 1 and runner.predictor is self._session[1]:
             self._session = (self._session[0], self._session[1], p50_s)
+
+    def calibration(self, subject: Subject, path: Path) -> tuple[list, list]:
+        """(input batches, onnxruntime FP32 outputs) of the calibration images for the export
+        ``path``: as many of ``CALIBRATION_IMAGES`` as fit ``AGREEMENT_S`` at the estimated
+        inference time (at least one), computed once per export, untimed."""
+        if path not in self._calibration:
+            from bench.artifacts import CALIBRATION_IMAGES
+            from export.calibration import input_batches
+
+            est = self.estimate_s(subject, REFERENCE_BACKEND)
+            count = max(1, min(CALIBRATION_IMAGES, int(AGREEMENT_S / max(est, 1e-9))))
+            reference, _ = self._open(REFERENCE_BACKEND, path)
+            batches = input_batches(calibration_images(subject.size)[:count], reference.sidecar.preprocess)
+            self._calibration[path] = (batches, [reference.backend.run(b) for b in batches])
+        return self._calibration[path]
+
+    def agreement(self, subject: Subject, runner: Runner) -> dict[str, Any]:
+        """How ``runner``'s masks agree with onnxruntime FP32's on the calibration images
+        (``runtime.agreement``: flipped share, IoU, max prob diff), at the sidecar's threshold."""
+        from runtime.agreement import agreement
+
+        batches, reference = self.calibration(subject, Path(runner.info["artifact"]))
+        threshold = runner.predictor.threshold
+        found = agreement(reference, [runner.run_batch(b) for b in batches], threshold=threshold)
+        return {**found.to_dict(), "reference": REFERENCE_BACKEND, "threshold": threshold}
+
+    def tuned(self, path: Path, size: int) -> dict[str, Any]:
+        """``runtime.tune``'s result for the export ``path`` (tuned now, in a child process, on
+        the calibration images unless a current tune file is there); a failure is recorded once
+        and skips this and every later test needing it."""
+        if path not in self._tune_failures:
+            try:
+                self.close_session()  # the child times backends: nothing of ours holds memory or threads
+                return cached_tune(path, calibration_folder(self.cache, size))
+            except TuneFailed as err:
+                self._tune_failures[path] = str(err)
+                self.record("tune_failure", artifact=str(path), reason=str(err))
+        pytest.skip(self._tune_failures[path])
 
     def artifact(self, model: str, backend: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.model == model and a.backend == backend), None)
@@ -258,11 +338,17 @@ class Store:
         skip naming why the backend cannot run here."""
         reason = unavailable(backend)
         if reason:
+            if backend in CORE_BACKENDS and not any(r["kind"] == "unavailable" and r["backend"] == backend
+                                                    for r in self.records):  # a CPU backend: the report says why
+                self.record("unavailable", backend=backend, reason=reason)
             pytest.skip(f"{backend}: {reason}")
         if backend in TORCH_BACKENDS:
             return None
         if backend in ONNX_BACKENDS:
-            return self.export(subject)
+            path = self.export(subject)
+            if backend == "auto":
+                self.tuned(path, subject.size)
+            return path
         artifact = self.artifact(subject.model, backend)
         if artifact is None:
             pytest.skip(f"no {backend} artifact for {subject.model} in --artifacts")
@@ -366,17 +452,24 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     import onnxruntime
     import torch
 
-    if store._peak is not None:  # again at the end: a shared machine's GEMM rate drifts; the report keeps the higher
-        from bench.peak import machine_peak
+    from importlib.metadata import version
 
-        store.record("peak", phase="end", **machine_peak().__dict__)
+    from bench.backends import openvino_installed
+
+    from bench.peak import machine_peak
+
+    # again at the end: a shared machine's GEMM rate drifts; the report keeps the higher
+    for measured in (store._peak, store._peak_bf16):
+        if measured is not None:
+            store.record("peak", phase="end", **machine_peak(precision=measured.precision).__dict__)
     output_json["imlkit"] = {
         "schema": 1,
         "models": store.models, "backends": store.backends, "small": store.small,
         "plan": store.plan.__dict__, "point_limit": store.point_limit, "budget_s": store.budget_s,
         "wall_s": time.monotonic() - store.started,
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
-                     "onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__},
+                     "onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__,
+                     **({"openvino": version("openvino")} if openvino_installed() else {})},
         "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "code": store.fingerprint,
         "artifact_problems": store.artifact_problems,

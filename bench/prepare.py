@@ -2,11 +2,15 @@
 cache, so that ``pytest bench/``'s time goes to measuring (``make bench`` runs both).
 
 For each selected model: the onnxruntime exports (batch 1 at the paper size, the dynamic-batch
-export of the batch sweep, one per named variant), the profiles (params, fvcore MACs) at every
-size the report compares, the profiles of M2SFormer's encoder ablation, and torch.compile's
-kernels (one compile in a fresh process fills the inductor cache). Everything is keyed like the
-run keys it (code fingerprint, options, size, batch), so an edit to ``train``, ``export`` or
-``runtime`` makes it build again; what is current is skipped. Prints one line per item with
+export of the batch sweep, one per named variant), ``runtime.tune``'s choice for the paper-size
+export (each candidate backend x precision timed in its own process and checked against
+onnxruntime FP32 on the calibration images; the ``auto`` backend runs what it chose; the tuner's
+progress is shown), the profiles (params, fvcore MACs) at every size the report compares, the
+profiles of M2SFormer's encoder ablation, and torch.compile's kernels (one compile in a fresh
+process fills the inductor cache). Everything is keyed like the
+run keys it (code fingerprint, options, size, batch; a tune file is current while the tuner
+says so for this machine and file), so an edit to ``train``, ``export`` or ``runtime`` makes it
+build again; what is current is skipped. Prints one line per item with
 its seconds; the first failure stops with a one-line error and a non-zero exit.
 """
 from __future__ import annotations
@@ -33,9 +37,10 @@ class Item:
 
 
 def plan(models: list[str], cache: Path, small: bool = False, compile: bool = True,
-         exporter: str | None = None) -> list[Item]:
+         exporter: str | None = None, tune: bool = True) -> list[Item]:
     """The work items for ``models``, in run order (``exporter`` None: export.onnx's default)."""
-    from bench.artifacts import cached_export, code_fingerprint
+    from bench.artifacts import (CALIBRATION_IMAGES, cached_export, cached_tune, calibration_folder,
+                                 code_fingerprint)
     from bench.memory import measure_backend
     from bench.papers import M2SFORMER_BACKBONES, profile_points
     from bench.subject import Subject, cached_profile, is_default_variant
@@ -56,6 +61,10 @@ def plan(models: list[str], cache: Path, small: bool = False, compile: bool = Tr
     for model in models:
         base = Subject.paper(model, small=small)
         items.append(export(base))
+        if tune:  # the export item returns the cached file at once now
+            label = f"tune {base.label} {base.size}px (runtime.tune, {CALIBRATION_IMAGES} calibration images)"
+            items.append(Item(label, lambda made=items[-1], size=base.size: cached_tune(
+                made.run(), calibration_folder(cache, size), echo=True)))
         items.append(export(base, "dynamic"))
         for variant in sorted(get_spec(model).variants):
             if not is_default_variant(model, variant):
@@ -80,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true", help="the small test configurations")
     parser.add_argument("--bench-cache", type=Path, default=DEFAULT_CACHE, help="cache folder (as pytest bench/)")
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile's cache cold")
+    parser.add_argument("--no-tune", action="store_true",
+                        help="leave the exports untuned (the run tunes them for `auto` where it needs to)")
     parser.add_argument("--exporter", choices=("dynamo", "torchscript"),
                         help="ONNX exporter of the exports (default: export.onnx's; as pytest bench/ --exporter)")
     args = parser.parse_args(argv)
@@ -96,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    items = plan(models, args.bench_cache, small=args.small, compile=not args.no_compile, exporter=args.exporter)
+    items = plan(models, args.bench_cache, small=args.small, compile=not args.no_compile, exporter=args.exporter,
+                 tune=not args.no_tune)
     start = time.perf_counter()
     bar = tqdm(items, desc="prepare", unit="item", file=sys.stderr)
     for item in bar:

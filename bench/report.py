@@ -32,14 +32,18 @@ from tqdm import tqdm
 
 from runtime.atomic import mkstemp
 
-from .backends import DESCRIPTIONS
+from .backends import DESCRIPTIONS, PRECISIONS
 from .papers import M2SFORMER_BACKBONES, M2SFORMER_BLOCKS, M2SFORMER_TABLE6, QMANET_TABLE10, TRANSFORENSICS_TABLE5, \
     table_rows
 from .timing import percentiles
 from .trtexec_results import TrtexecError, parse_spec, read_trtexec
 
-BACKEND_ORDER = ("torch", "compile", "ort", "ort-prepost", "ort-fp16", "ort-int8", "torch-cuda", "ort-cuda")
-GOAL_SPEEDUP = 1.5  # onnxruntime over PyTorch eager at batch 1, the project's goal
+BACKEND_ORDER = ("torch", "compile", "ort", "ort-prepost", "ov", "ov-bf16", "auto", "ort-fp16", "ort-int8",
+                 "torch-cuda", "ort-cuda")
+GOAL_SPEEDUP = 1.5  # the runtime's chosen FP32 CPU backend over PyTorch eager FP32 at batch 1, the project's goal
+GOAL_BF16_SPEEDUP = 2.5  # the chosen BF16 configuration over PyTorch eager FP32
+GOAL_MAX_FLIP = 1e-3  # ... with at most this share of mask pixels flipped against onnxruntime FP32
+FP32_PICKS = ("ort", "ov")  # the CPU FP32 runtime backends the FP32 pick is the fastest of (auto's when FP32)
 
 
 class ReportError(ValueError):
@@ -67,8 +71,10 @@ class Run:
     def recs(self, kind: str) -> list[dict[str, Any]]:
         return [r for r in self.records if r.get("kind") == kind]
 
-    def peak_gflops(self) -> float | None:
+    def peak_gflops(self, precision: str = "fp32") -> float | None:
+        """The higher of the run's start and end matmul peaks in ``precision`` (fp32, bf16)."""
         peaks = self.recs("peak") or [o for o in self.others if o.get("kind") == "peak"]
+        peaks = [p for p in peaks if p.get("precision", "fp32") == precision]
         return max(p["gflops"] for p in peaks) if peaks else None
 
     def lat(self, suite: str, label: str, backend: str, size: int | None = None, batch: int = 1):
@@ -142,18 +148,53 @@ def gm(value: float | None) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.2f}" if value >= 1 else f"{value:.3g}"
 
 
-def _ceiling(eager_s: float, ort_s: float, gmacs: float | None, peak_gflops: float | None) -> str:
-    """Why a speed-up goal can or cannot be met on this machine: the fraction of the measured
-    matmul peak that 1.5x PyTorch eager would need."""
+def precision_of(row: dict[str, Any]) -> str | None:
+    """The arithmetic a latency row ran in: recorded by the run, else known from its backend."""
+    return row.get("precision") or PRECISIONS.get(row.get("backend", ""))
+
+
+def flips(row: dict[str, Any] | None) -> float | None:
+    """Share of mask pixels flipped against onnxruntime FP32 (0 for that reference itself)."""
+    if row is None:
+        return None
+    if row.get("backend") == "ort":
+        return 0.0
+    return (row.get("agreement") or {}).get("flipped")
+
+
+def _ceiling(eager_s: float, cand_s: float, gmacs: float | None, peak_gflops: float | None, goal: float,
+             precision: str, who: str) -> str:
+    """Why a speed-up goal over eager FP32 can or cannot be met on this machine: the fraction
+    of the measured ``precision`` matmul peak that ``goal`` x eager would need, against what
+    ``who`` achieves."""
     if not gmacs or not peak_gflops:
-        return "."
-    eager, ort = 2 * gmacs / eager_s / peak_gflops, 2 * gmacs / ort_s / peak_gflops
-    need = GOAL_SPEEDUP * eager
+        return f" (no {precision.upper()} matmul peak measured in the run to say why)."
+    eager, cand = 2 * gmacs / eager_s / peak_gflops, 2 * gmacs / cand_s / peak_gflops
+    need = goal * eager
     if need > 1.0:
-        return (f": out of reach in FP32 on this machine, since eager already runs at {100 * eager:.0f}% of the "
-                f"best matmul rate measured in the run and {GOAL_SPEEDUP}x would need {100 * need:.0f}% (at most "
+        return (f": out of reach in {precision.upper()} on this machine, since {goal}x eager would need "
+                f"{100 * need:.0f}% of the best {precision.upper()} matmul rate measured in the run "
+                f"({peak_gflops:.0f} GFLOP/s; eager FP32 runs at {100 * eager:.0f}% of it, so at most "
                 f"{1 / eager:.2f}x at 100%).")
-    return f": onnxruntime runs at {100 * ort:.0f}% of the measured matmul peak, {GOAL_SPEEDUP}x needs {100 * need:.0f}%."
+    return (f": {who} runs at {100 * cand:.0f}% of the measured {precision.upper()} matmul peak "
+            f"({peak_gflops:.0f} GFLOP/s), {goal}x needs {100 * need:.0f}%.")
+
+
+def choice_text(row: dict[str, Any] | None) -> str:
+    """``auto``'s choice, e.g. "openvino bf16 (tune)"."""
+    choice = (row or {}).get("choice") or {}
+    if not choice:
+        return "-"
+    return f"{choice.get('backend')} {choice.get('precision') or ''}".strip() + f" ({choice.get('source', '?')})"
+
+
+def settings_text(row: dict[str, Any]) -> str:
+    """Threads (and spinning) of the backend as configured."""
+    settings = row.get("settings") or {}
+    threads = settings.get("threads", row.get("torch_threads"))
+    if threads is None:
+        return "-"
+    return f"{threads}" + (", spin" if settings.get("spin") else "")
 
 
 def md(headers: list[str], rows: list[list[Any]]) -> str:
@@ -255,9 +296,11 @@ class Report:
                  "Every ratio below compares backends measured in the same run on the same machine, one after "
                  "the other, each after warm-up, with rounds calibrated to the time budget; latencies are the "
                  "p50 of the timed rounds (p90/p99 beside them; with few rounds p99 is close to the maximum). "
-                 "The papers' \"FLOPs\" are compared with fvcore GMACs (one multiply-add = 1). The matmul peak "
-                 "is the best FP32 GEMM rate of torch and onnxruntime (n = 1024, 2048) at the start and the end of "
-                 "the run; \"% of peak\" is 2 x GMACs / p50 / that peak.", "")
+                 "The papers' \"FLOPs\" are compared with fvcore GMACs (one multiply-add = 1). The matmul peaks "
+                 "are the best FP32 GEMM rate of torch, onnxruntime and OpenVINO and the best BF16 one of torch and "
+                 "OpenVINO (n = 1024, 2048; BF16 only on a CPU with native BF16) at the start and the end of the "
+                 "run; \"% of peak\" is 2 x GMACs / p50 / the peak of the row's precision. Each backend is timed in "
+                 "its own block: the previous backend's session is closed first, so no two thread pools overlap.", "")
         rows = []
         for run in self.runs:
             m = run.meta
@@ -266,38 +309,99 @@ class Report:
             rows.append([run.name, run.when, run.machine, m.get("torch_threads"),
                          ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()),
                          ", ".join(m.get("models", [])), "yes" if m.get("small") else "no",
-                         num(run.peak_gflops(), ".1f"),
+                         f"{num(run.peak_gflops('fp32'), '.1f')} / {num(run.peak_gflops('bf16'), '.1f')}",
                          (f"{wall / 60:.1f}" if wall else "-") + (f" ({budget / 60:g})" if budget else "")])
         self.add(md(["run", "date", "machine", "torch threads", "versions", "models", "small configs",
-                     "matmul peak GFLOP/s", "wall min (budget)"], rows), "")
+                     "matmul peak GFLOP/s FP32 / BF16", "wall min (budget)"], rows), "")
+
+    def picks(self, run: Run, label: str) -> tuple[dict | None, dict | None]:
+        """(FP32 pick, BF16 pick) of a model's paper-size rows: ``auto``'s row where the runtime
+        chose that precision, else the fastest measured CPU runtime backend in it (FP32: ``ort``,
+        ``ov``; BF16: any BF16 row, i.e. ``ov-bf16``)."""
+        rows = [r for r in self.paper_rows(run) if r["label"] == label]
+        auto = next((r for r in rows if r["backend"] == "auto"), None)
+        out = []
+        for precision, pool in (("fp32", [r for r in rows if r["backend"] in FP32_PICKS]),
+                                ("bf16", [r for r in rows if r["backend"] != "auto" and precision_of(r) == "bf16"])):
+            if auto is not None and precision_of(auto) == precision:
+                out.append(auto)
+            else:
+                out.append(min(pool, key=lambda r: r["p50_s"]) if pool else None)
+        return out[0], out[1]
+
+    def goal_notes(self, run: Run, model: str, eager, fp32, bf16, macs) -> list[str]:
+        """One line per goal a model misses, saying why against the run's FP32 / BF16 peaks."""
+        notes = []
+        if eager and fp32:
+            sp = eager["p50_s"] / fp32["p50_s"]
+            if sp < GOAL_SPEEDUP:
+                notes.append(f"- {model}: the FP32 pick ({fp32['backend']}) is {sp:.2f}x PyTorch eager, short of the "
+                             f"{GOAL_SPEEDUP}x goal" + _ceiling(eager["p50_s"], fp32["p50_s"], macs,
+                                                                run.peak_gflops("fp32"), GOAL_SPEEDUP, "fp32",
+                                                                fp32["backend"]))
+        if eager and bf16:
+            sp, flipped = eager["p50_s"] / bf16["p50_s"], flips(bf16)
+            if sp < GOAL_BF16_SPEEDUP:
+                notes.append(f"- {model}: the BF16 pick ({bf16['backend']}) is {sp:.2f}x PyTorch eager FP32, short of "
+                             f"the {GOAL_BF16_SPEEDUP}x goal" + _ceiling(eager["p50_s"], bf16["p50_s"], macs,
+                                                                        run.peak_gflops("bf16"), GOAL_BF16_SPEEDUP,
+                                                                        "bf16", bf16["backend"]))
+            if flipped is None or flipped > GOAL_MAX_FLIP:
+                agree = bf16.get("agreement") or {}
+                notes.append(f"- {model}: the BF16 pick's masks " + (
+                    "were not compared with onnxruntime FP32." if flipped is None else
+                    f"flip {flipped:.2e} of the pixels against onnxruntime FP32 on {agree.get('images')} calibration "
+                    f"image(s), above the {GOAL_MAX_FLIP:g} budget (mask IoU {agree.get('mask_iou', 0):.4f}, "
+                    f"{agree.get('decided_iou', 0):.4f} over the pixels FP32 decides with a margin)."))
+        elif eager and "ov-bf16" in run.meta.get("backends", []):
+            why = next((r["reason"] for r in run.recs("unavailable") if r.get("backend") == "ov-bf16"), None)
+            notes.append(f"- {model}: no BF16 configuration measured" + (f" (ov-bf16: {why})." if why else "."))
+        return notes
 
     def section_headline(self, run: Run) -> None:
-        self.add(f"## Headline: each model at its paper size, batch 1 ({run.name})", "")
-        peak = run.peak_gflops()
+        self.add(f"## Headline: each model at its paper size, batch 1 ({run.name})", "",
+                 f"Goals: the FP32 pick (the runtime's choice where `auto` chose FP32, else the fastest of "
+                 f"{', '.join(f'`{b}`' for b in FP32_PICKS)}) at least {GOAL_SPEEDUP}x PyTorch eager FP32; the BF16 "
+                 f"pick (`auto` where it chose BF16, else `ov-bf16`) at least {GOAL_BF16_SPEEDUP}x with at most "
+                 f"{GOAL_MAX_FLIP:g} of the mask pixels flipped against onnxruntime FP32 on the calibration images. "
+                 "% of peak: against the run's FP32 matmul peak, the BF16 pick against the BF16 one.", "")
+        peak, peak16 = run.peak_gflops("fp32"), run.peak_gflops("bf16")
         imports = {r["stack"]: r for r in run.recs("import")}
         rows, notes = [], []
         for model in run.meta.get("models", []):
             eager = self._row(run, model, "torch")
-            ort = self._row(run, model, "ort")
-            comp = self._row(run, model, "compile")
-            size = (eager or ort or {}).get("size")
-            macs = (eager or ort or {}).get("gmacs_fvcore")
-            sp = eager["p50_s"] / ort["p50_s"] if eager and ort else None
+            by = {b: self._row(run, model, b) for b in ("compile", "ort", "ov", "ov-bf16", "auto")}
+            fp32, bf16 = self.picks(run, model)
+            any_row = eager or fp32 or bf16 or {}
+            size, macs = any_row.get("size"), any_row.get("gmacs_fvcore")
+            sp = eager["p50_s"] / fp32["p50_s"] if eager and fp32 else None
+            sp16 = eager["p50_s"] / bf16["p50_s"] if eager and bf16 else None
+            comp, ort = by["compile"], by["ort"]
             spc = comp["p50_s"] / ort["p50_s"] if comp and ort else None
             goal = "-" if sp is None else ("meets" if sp >= GOAL_SPEEDUP else f"**misses** ({sp:.2f}x)")
+            f16 = flips(bf16)
+            goal16 = "-" if sp16 is None else ("meets" if sp16 >= GOAL_BF16_SPEEDUP and f16 is not None
+                                               and f16 <= GOAL_MAX_FLIP else "**misses**")
             mem = {b: run.memory(model, b, size) for b in ("torch", "compile", "ort")}
-            frac = lambda r: (f"{100 * 2 * macs / r['p50_s'] / peak:.0f}%" if r and macs and peak else "-")  # noqa
-            rows.append([model, size, num((eager or ort or {}).get("params_m")), gm(macs),
-                         ms(eager and eager["p50_s"]), ms(comp and comp["p50_s"]), ms(ort and ort["p50_s"]),
-                         num(sp) + ("x" if sp else ""), goal, num(spc) + ("x" if spc else ""),
+
+            def frac(r, p=peak):
+                return f"{100 * 2 * macs / r['p50_s'] / p:.0f}%" if r and macs and p else "-"
+
+            def pick(value, r):
+                return "-" if value is None else f"{value:.2f}x ({r['backend']})"
+
+            rows.append([model, size, num(any_row.get("params_m")), gm(macs), ms(eager and eager["p50_s"]),
+                         *(ms(by[b] and by[b]["p50_s"]) for b in by), choice_text(by["auto"]),
+                         pick(sp, fp32), num(flips(fp32), ".1e"), goal, pick(sp16, bf16), num(f16, ".1e"), goal16,
+                         num(spc) + ("x" if spc else ""),
                          " / ".join(num(mem[b] and mem[b]["peak_rss_mib"], ".0f") for b in mem),
-                         frac(eager), frac(ort)])
-            if sp is not None and sp < GOAL_SPEEDUP:
-                notes.append(f"- {model}: onnxruntime is {sp:.2f}x PyTorch eager, short of the {GOAL_SPEEDUP}x goal"
-                             + _ceiling(eager["p50_s"], ort["p50_s"], macs, peak))
-        self.add(md(["model", "size", "params M", "GMACs", "eager ms", "compile ms", "ort ms", "ort vs eager",
-                     f"goal {GOAL_SPEEDUP}x", "ort vs compile", "peak RSS MiB eager / compile / ort",
-                     "eager % of peak", "ort % of peak"], rows), "")
+                         frac(eager), frac(fp32), frac(bf16, peak16)])
+            notes += self.goal_notes(run, model, eager, fp32, bf16, macs)
+        self.add(md(["model", "size", "params M", "GMACs", "eager ms", "compile ms", "ort ms", "ov ms", "ov-bf16 ms",
+                     "auto ms", "auto's choice", "FP32 pick vs eager", "FP32 flips", f"goal {GOAL_SPEEDUP}x",
+                     "BF16 pick vs eager", "BF16 flips", f"goal {GOAL_BF16_SPEEDUP}x, flips <= {GOAL_MAX_FLIP:g}",
+                     "ort vs compile", "peak RSS MiB eager / compile / ort", "eager % of peak", "FP32 pick % of peak",
+                     "BF16 pick % of BF16 peak"], rows), "")
         if imports.get("runtime") and imports.get("torch"):
             rt, th = imports["runtime"], imports["torch"]
             p = import_p50
@@ -340,7 +444,11 @@ class Report:
             self.add("_no latency measured_", "")
             return
         backends = backends_in(rows_all)
-        self.add("Backends: " + "; ".join(f"`{b}` = {DESCRIPTIONS.get(b, b)}" for b in backends) + ".", "")
+        self.add("Backends: " + "; ".join(f"`{b}` = {DESCRIPTIONS.get(b, b)}" for b in backends) + ".", "",
+                 "Mask agreement with onnxruntime FP32 (`ort`) on the calibration images (synthetic forgeries at the "
+                 "model's size, untimed): share of pixels flipped at the model's threshold, mask IoU, largest "
+                 "probability difference. Threads: the backend's own as configured (`spin`: its pool spins "
+                 "between calls).", "")
         rows = []
         for label in dict.fromkeys(r["label"] for r in rows_all):
             eager, ort = self._row(run, label, "torch"), self._row(run, label, "ort")
@@ -350,11 +458,16 @@ class Report:
                     continue
                 sp = eager["p50_s"] / r["p50_s"] if eager else None
                 so = ort["p50_s"] / r["p50_s"] if ort else None
-                rows.append([label, r["size"], b, ms(r["p50_s"]), ms(r.get("p90_s")), ms(r.get("p99_s")),
-                             r.get("rounds"), ms(r.get("first_s")), num(sp) + ("x" if sp else ""),
-                             num(so) + ("x" if so else "")])
-        self.add(md(["model", "size", "backend", "p50 ms", "p90 ms", "p99 ms", "rounds", "first call ms",
-                     "speed-up vs eager", "vs ort FP32"], rows), "")
+                agree = r.get("agreement") or {}
+                name = b + (f" ({choice_text(r)})" if b == "auto" else "")
+                rows.append([label, r["size"], name, precision_of(r) or "-", settings_text(r), ms(r["p50_s"]),
+                             ms(r.get("p90_s")), ms(r.get("p99_s")), r.get("rounds"), ms(r.get("first_s")),
+                             num(sp) + ("x" if sp else ""), num(so) + ("x" if so else ""),
+                             num(agree.get("flipped"), ".1e"), num(agree.get("mask_iou"), ".4f"),
+                             num(agree.get("max_abs_prob"), ".1e")])
+        self.add(md(["model", "size", "backend", "precision", "threads", "p50 ms", "p90 ms", "p99 ms", "rounds",
+                     "first call ms", "speed-up vs eager", "vs ort FP32", "mask flips vs ort", "mask IoU",
+                     "max |prob diff|"], rows), "")
         name = f"latency_run{run.index}.png"
         self.plots[name] = self._bar_plot(run, rows_all, backends)
         self.add(f"![latency]({name})", "")
@@ -376,7 +489,9 @@ class Report:
             ax.set_xticks(x + width * (len(backends) - 1) / 2, labels, rotation=20)
             ax.set_title(title)
         ax1.set_yscale("log")
-        ax2.axhline(GOAL_SPEEDUP, color="k", ls="--", lw=0.8, label=f"goal {GOAL_SPEEDUP}x")
+        ax2.axhline(GOAL_SPEEDUP, color="k", ls="--", lw=0.8, label=f"FP32 goal {GOAL_SPEEDUP}x")
+        if any(precision_of(r) == "bf16" for r in rows_all):
+            ax2.axhline(GOAL_BF16_SPEEDUP, color="k", ls=":", lw=0.8, label=f"BF16 goal {GOAL_BF16_SPEEDUP}x")
         ax2.legend(fontsize=8)
         fig.suptitle(f"Batch 1 at each model's paper size ({run.machine})", fontsize=10)
         fig.tight_layout()
@@ -429,18 +544,26 @@ class Report:
                      md(["stack", "modules", "import p50 ms", "RSS MiB", "installed MiB", "distributions"], rows), "")
 
     def section_efficiency(self, run: Run) -> None:
-        peak = run.peak_gflops()
+        peak, peak16 = run.peak_gflops("fp32"), run.peak_gflops("bf16")
         rows_all = [r for r in self.paper_rows(run) if r.get("gmacs_fvcore")]
         self.add(f"## Compute efficiency ({run.name})", "")
         if not peak or not rows_all:
             self.add("_needs the matmul peak and latency rows_", "")
             return
-        self.add(f"Measured FP32 matmul peak on this machine: {peak:.1f} GFLOP/s. Achieved = 2 x fvcore GMACs / "
-                 "p50 latency (the `ort-prepost` rows include pre/post-processing).", "")
-        rows = [[r["label"], r["backend"], gm(r["gmacs_fvcore"]), ms(r["p50_s"]),
-                 num(2 * r["gmacs_fvcore"] / r["p50_s"], ".1f"), f"{100 * 2 * r['gmacs_fvcore'] / r['p50_s'] / peak:.0f}%"]
-                for r in rows_all]
-        self.add(md(["model", "backend", "GMACs", "p50 ms", "achieved GFLOP/s", "fraction of peak"], rows), "")
+        self.add(f"Measured matmul peaks on this machine: FP32 {peak:.1f} GFLOP/s, BF16 "
+                 + (f"{peak16:.1f} GFLOP/s ({peak16 / peak:.1f}x FP32)" if peak16 else "not measured" + "".join(
+                     f" ({r['reason']})" for r in run.recs("peak_unavailable")[:1]))
+                 + ". Achieved = 2 x fvcore GMACs / p50 latency, as a fraction of the peak of the precision the row "
+                 "ran in (the `ort-prepost` rows include pre/post-processing).", "")
+        rows = []
+        for r in rows_all:
+            p = peak16 if precision_of(r) == "bf16" else peak
+            rate = 2 * r["gmacs_fvcore"] / r["p50_s"]
+            rows.append([r["label"], r["backend"], precision_of(r) or "-", gm(r["gmacs_fvcore"]), ms(r["p50_s"]),
+                         num(rate, ".1f"), f"{100 * rate / p:.0f}%" if p else "-",
+                         "BF16" if p is peak16 and p else "FP32"])
+        self.add(md(["model", "backend", "precision", "GMACs", "p50 ms", "achieved GFLOP/s", "fraction of peak",
+                     "peak"], rows), "")
 
     def section_batch(self, run: Run) -> None:
         rows_all = [r for r in run.latency if r.get("suite") == "batch"]
@@ -648,6 +771,10 @@ class Report:
         rows = [[run.name, f"{r['label']} at {r['size']} (batch {r['export_batch']})", r["reason"]]
                 for run in self.runs for r in run.recs("export_failure")]
         rows += [[run.name, "artifact", p] for run in self.runs for p in run.meta.get("artifact_problems", [])]
+        rows += [[run.name, f"tune of {r['artifact']}", r["reason"]]
+                 for run in self.runs for r in run.recs("tune_failure")]
+        rows += [[run.name, f"backend {r['backend']}", r["reason"]]
+                 for run in self.runs for r in run.recs("unavailable")]
         rows += [[run.name, r["what"], f"left out to stay within the run's budget ({r['budget_s'] / 60:g} min; "
                   f"{r['used_s'] / 60:.1f} min used, ~{r['estimate_s']:.0f} s more)"]
                  for run in self.runs for r in run.recs("budget_skip")]

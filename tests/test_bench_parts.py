@@ -155,10 +155,67 @@ def test_m2sformer_encoder_swap(encoder, channels):
     assert prob.shape == (1, 1, 64, 64) and score.shape == (1, 1)
 
 
-def test_machine_peak_is_the_best_gemm_of_torch_and_onnxruntime():
+def test_machine_peak_is_the_best_gemm_of_torch_onnxruntime_and_openvino():
+    from bench.backends import openvino_installed
     from bench.peak import machine_peak
 
     peak = machine_peak((128, 256), calls=1, repeats=1)
-    assert set(peak.samples) == {"torch n=128", "onnxruntime n=128", "torch n=256", "onnxruntime n=256"}
-    assert peak.gflops == max(peak.samples.values()) > 0
+    libraries = ("torch", "onnxruntime") + (("openvino",) if openvino_installed() else ())
+    assert set(peak.samples) == {f"{lib} n={n}" for lib in libraries for n in (128, 256)}
+    assert peak.gflops == max(peak.samples.values()) > 0 and peak.precision == "fp32"
     assert f"{peak.source} n={peak.n}" in peak.samples and peak.samples[f"{peak.source} n={peak.n}"] == peak.gflops
+    with pytest.raises(ValueError, match="fp32, bf16"):
+        machine_peak((128,), precision="fp16")
+
+
+def test_bf16_peak_is_the_best_of_torch_and_openvino():
+    from bench.backends import openvino_installed
+    from bench.peak import bf16_unavailable, machine_peak
+
+    why = bf16_unavailable()
+    if why:
+        with pytest.raises(ValueError, match="no BF16 peak"):
+            machine_peak((128,), precision="bf16")
+        pytest.skip(f"no BF16 peak to measure: {why}")
+    peak = machine_peak((256,), calls=1, repeats=1, precision="bf16")
+    libraries = ("torch",) + (("openvino",) if openvino_installed() else ())
+    assert set(peak.samples) == {f"{lib} n=256" for lib in libraries}  # onnxruntime has no BF16 GEMM here
+    assert peak.precision == "bf16" and peak.gflops == max(peak.samples.values()) > 0
+
+
+def test_store_keeps_one_runtime_session_open(tmp_path):
+    """ort then ort-prepost share one Predictor; any other backend closes it first, so its
+    thread pool is gone (nothing references it) before the next session is built."""
+    import gc
+    import weakref
+
+    from bench.artifacts import code_fingerprint
+    from bench.backends import unavailable
+    from bench.conftest import Store
+    from small_exports import small_export
+
+    if unavailable("ov"):
+        pytest.skip(f"ov: {unavailable('ov')}")
+    store = Store(["m2sformer"], ["ort", "ort-prepost", "ov"], True, [2], [64], Plan(0.1, 1, 2), 8.0, tmp_path, [],
+                  [], code_fingerprint())
+    subject = Subject.paper("m2sformer", small=True)
+    store.latency[(subject, "ort")] = 0.01  # plans the calibration images without measuring the matmul peak
+    path = small_export("m2sformer")
+    ort = store.runner(subject, "ort", path)
+    store.ran(ort, subject, 0.01)
+    prepost = store.runner(subject, "ort-prepost", path)
+    assert prepost.predictor is ort.predictor and prepost.warm_s == 0.01
+    assert ort.info["settings"]["backend"] == "onnxruntime"
+    gone = weakref.ref(ort.predictor)
+    del ort, prepost
+    ov = store.runner(subject, "ov", path)
+    assert gone() is None, "the onnxruntime session outlived the switch to OpenVINO"
+    assert ov.info["settings"]["backend"] == "openvino" and ov.info["settings"]["precision"] == "fp32"
+    assert {"threads", "spin"} <= set(ov.info["settings"]) and ov.warm_s is None
+    agree = store.agreement(subject, ov)  # against the onnxruntime FP32 outputs computed before ov opened
+    assert agree["reference"] == "ort" and agree["images"] >= 1 and 0.0 <= agree["flipped"] <= 1.0
+    gone = weakref.ref(ov.predictor)
+    del ov
+    store.runner(subject, "torch")
+    gc.collect()
+    assert gone() is None and store._session is None

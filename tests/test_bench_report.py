@@ -1,6 +1,7 @@
 """The benchmark suites and the report generator on a real small run: `pytest bench/` on the small
-M2SFormer for a few rounds in a subprocess (--benchmark-json), then `python -m bench.report`
-on that JSON; the checks read the JSON and the Markdown, and open the PNGs."""
+M2SFormer for a few rounds in a subprocess (--benchmark-json), with every CPU backend (eager,
+onnxruntime, OpenVINO FP32 / BF16, the runtime's tuned `auto` choice), then `python -m
+bench.report` on that JSON; the checks read the JSON and the Markdown, and open the PNGs."""
 import json
 import re
 import subprocess
@@ -22,7 +23,8 @@ def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     run_json = out / "run.json"
     cmd = [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--models", "m2sformer", "--small",
-           "--backends", "torch,ort,ort-prepost", "--bench-time", "0.2", "--min-rounds", "2", "--max-rounds", "4",
+           "--backends", "torch,ort,ort-prepost,ov,ov-bf16,auto", "--bench-time", "0.2", "--min-rounds", "2",
+           "--max-rounds", "4",
            "--batches", "2", "--sizes", "64,96", "--bench-cache", str(out / "cache"),
            "-k", "not encoder_swap", f"--benchmark-json={run_json}"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -92,6 +94,115 @@ def test_report_shows_the_run(small_run):
     for name in links:
         with Image.open(small_run["report_dir"] / name) as img:
             assert img.format == "PNG" and img.width > 300 and img.height > 200
+
+
+def test_cpu_deployment_backends_agreement_and_choice(small_run):
+    """ov, ov-bf16 and auto ran the run's export in their own sessions, each with its settings,
+    its masks compared with onnxruntime FP32 on calibration images; auto ran runtime.tune's
+    choice, tuned inline (no bench.prepare before this run) into a tune file beside the export."""
+    from bench.backends import unavailable
+    from runtime.tune import load_tuned
+
+    data = small_run["json"]
+    ort = _latency(data, "paper", "ort")
+    assert ort["settings"]["backend"] == "onnxruntime" and "agreement" not in ort
+    for backend in ("ov", "ov-bf16", "auto"):
+        if unavailable(backend):
+            assert not [b for b in data["benchmarks"] if b["extra_info"].get("backend") == backend]
+            assert any(r["kind"] == "unavailable" and r["backend"] == backend for r in data["imlkit"]["records"])
+            continue
+        row = _latency(data, "paper", backend)
+        assert {"threads", "spin", "version", "precision"} <= set(row["settings"])
+        assert row["artifact"] == ort["artifact"]
+        agree = row["agreement"]
+        assert agree["reference"] == "ort" and agree["images"] >= 1 and 0.0 <= agree["flipped"] <= 1.0
+        assert 0.0 <= agree["mask_iou"] <= 1.0 and agree["max_abs_prob"] >= 0.0
+        assert row["warmup"] == 1  # a session of its own: nothing reused from ort's
+    if not unavailable("ov"):
+        assert _latency(data, "paper", "ov")["settings"]["precision"] == "fp32"
+    if not unavailable("ov-bf16"):
+        assert _latency(data, "paper", "ov-bf16")["settings"]["precision"] == "bf16"
+    auto = _latency(data, "paper", "auto")
+    tuned = load_tuned(auto["artifact"])
+    assert tuned is not None and auto["choice"]["source"] == "tune"
+    assert (auto["choice"]["backend"], auto["choice"]["precision"]) == (tuned["choice"]["backend"],
+                                                                        tuned["choice"]["precision"])
+    assert auto["precision"] == auto["choice"]["precision"] == auto["settings"]["precision"]
+
+
+def test_run_measures_the_bf16_peak_next_to_fp32(small_run):
+    from bench.peak import bf16_unavailable
+
+    records = small_run["json"]["imlkit"]["records"]
+    peaks = {(r["precision"], r["phase"]): r for r in records if r["kind"] == "peak"}
+    assert {("fp32", "start"), ("fp32", "end")} <= set(peaks)
+    if bf16_unavailable():
+        assert not any(p == "bf16" for p, _ in peaks)
+        assert any(r["kind"] == "peak_unavailable" for r in records)
+        return
+    assert {("bf16", "start"), ("bf16", "end")} <= set(peaks)
+    assert all(peaks[("bf16", ph)]["gflops"] > 0 and peaks[("bf16", ph)]["source"] in ("torch", "openvino")
+               for ph in ("start", "end"))
+    text = small_run["md"]
+    bf16 = max(peaks[("bf16", ph)]["gflops"] for ph in ("start", "end"))
+    assert f"BF16 {bf16:.1f} GFLOP/s" in text  # the efficiency section's yardstick
+
+
+def _table(text, column):
+    """The rows of the first Markdown table with a column ``column``, as dicts."""
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("| ") and f"| {column} " in line)
+    cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
+    header, rows = cells(lines[at]), []
+    for line in lines[at + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, cells(line))))
+    return rows
+
+
+def test_report_shows_the_picks_flips_and_goals(small_run):
+    """The headline names the FP32 and BF16 picks with their speed-up over eager, mask flips and
+    goal verdicts; a missed goal gets a line against the measured peaks; the latency table has
+    a row per new backend with its precision and its flip share."""
+    from bench.backends import unavailable
+    from bench.report import GOAL_BF16_SPEEDUP, GOAL_SPEEDUP
+
+    text, data = small_run["md"], small_run["json"]
+    eager = _latency(data, "paper", "torch")["p50_s"]
+    rows = {b: _latency(data, "paper", b) for b in ("ort", "ov", "ov-bf16", "auto") if not unavailable(b)}
+    auto = rows["auto"]
+    fp32 = [auto] if auto["precision"] == "fp32" else [r for b, r in rows.items() if b in ("ort", "ov")]
+    pick = min(fp32, key=lambda r: r["p50_s"])
+    head = next(r for r in _table(text, "FP32 pick vs eager") if r["model"] == "m2sformer")
+    sp = eager / pick["p50_s"]
+    assert head["FP32 pick vs eager"] == f"{sp:.2f}x ({pick['backend']})"
+    assert head["goal 1.5x"] == ("meets" if sp >= GOAL_SPEEDUP else f"**misses** ({sp:.2f}x)")
+    choice = f"{auto['choice']['backend']} {auto['choice']['precision']} (tune)"
+    assert head["auto's choice"] == choice
+    fp32_note = re.search(r"- m2sformer: the FP32 pick \(\S+\) is [0-9.]+x PyTorch eager, short of the 1.5x goal"
+                          r"(: out of reach in FP32|: \S+ runs at \d+% of the measured FP32 matmul peak)", text)
+    assert bool(fp32_note) == (sp < GOAL_SPEEDUP)
+    if "ov-bf16" in rows:
+        bf16 = auto if auto["precision"] == "bf16" else rows["ov-bf16"]
+        sp16, flipped = eager / bf16["p50_s"], bf16["agreement"]["flipped"]
+        assert head["BF16 pick vs eager"] == f"{sp16:.2f}x ({bf16['backend']})"
+        assert head["BF16 flips"] == f"{flipped:.1e}"
+        met = sp16 >= GOAL_BF16_SPEEDUP and flipped <= 1e-3
+        assert head["goal 2.5x, flips <= 0.001"] == ("meets" if met else "**misses**")
+        bf16_note = re.search(r"- m2sformer: the BF16 pick \(\S+\) is [0-9.]+x PyTorch eager FP32, short of the "
+                              r"2.5x goal(: out of reach in BF16|: \S+ runs at \d+% of the measured BF16 matmul "
+                              r"peak)", text)
+        assert bool(bf16_note) == (sp16 < GOAL_BF16_SPEEDUP)
+        assert ("- m2sformer: the BF16 pick's masks flip" in text) == (flipped > 1e-3)
+    latency = {r["backend"].split()[0]: r for r in _table(text, "mask flips vs ort")}
+    for backend, row in rows.items():
+        cell = latency[backend]
+        assert cell["precision"] == row["precision"]
+        assert cell["threads"].split(",")[0] == str(row["settings"]["threads"])
+        if backend != "ort":
+            assert cell["mask flips vs ort"] == f"{row['agreement']['flipped']:.1e}"
+    assert latency["auto"]["backend"] == f"auto ({choice})"
 
 
 def test_report_rejects_bad_input_and_writes_nothing(tmp_path):
