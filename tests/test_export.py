@@ -12,6 +12,7 @@ import torch
 from onnx import TensorProto, helper
 from PIL import Image
 
+from export.exporters import DEFAULT_EXPORTER, default_opset
 from export.verify import FORBIDDEN_OPS, check_model, lint
 from export.onnx import ExportError, export_model
 from export.rewrites import REWRITES, apply_rewrites
@@ -81,7 +82,7 @@ def test_small_export_graph_and_sidecar(m2s_small_export):
     n_attention = sum(1 for m in model.modules() if getattr(m, "fused_attn", None) is not None)
     assert res.lint.attention_patterns == n_attention > 0
     side = Sidecar.load(res.sidecar_path)
-    assert side.model == "m2sformer" and side.opset == 17
+    assert side.model == "m2sformer" and side.opset == default_opset(DEFAULT_EXPORTER)
     assert side.parity.passed and side.parity.max_abs_diff <= 1e-4
     assert list(side.preprocess.mean) == pytest.approx(get_spec("m2sformer").mean)
     assert side.checkpoint.sha256 == "random-init"
@@ -175,8 +176,8 @@ def test_check_model_rejects_a_broken_graph(tmp_path):
 def test_every_model_small_export_has_parity_and_runs_in_the_runtime_cli(tmp_path, name):
     onnx_path = small_export(name)  # export_model raises unless checker, lint and parity pass
     side = Sidecar.load(sidecar_path(onnx_path))
-    assert side.parity.passed and side.parity.max_abs_diff <= 1e-4 and side.opset == 17
-    assert lint(onnx.load(str(onnx_path)), 17).ok and not _ops(onnx_path) & FORBIDDEN_OPS
+    assert side.parity.passed and side.parity.max_abs_diff <= 1e-4 and side.opset == default_opset(DEFAULT_EXPORTER)
+    assert lint(onnx.load(str(onnx_path)), default_opset(DEFAULT_EXPORTER)).ok and not _ops(onnx_path) & FORBIDDEN_OPS
     from bench.demo import demo_image
 
     image_path = tmp_path / "generated.png"
@@ -227,7 +228,7 @@ def test_ort_attention_export_fuses_our_attention_layers(tmp_path):
     mha = [n for n in graph.graph.node if n.op_type == "MultiHeadAttention"]
     assert len(mha) == layers > 0 and {n.domain for n in mha} == {"com.microsoft"}
     assert fused.lint.custom_ops == layers and fused.lint.attention_patterns == 0
-    assert any("MultiHeadAttention" in p for p in lint(graph, 17).problems)  # not allowed by default
+    assert any("MultiHeadAttention" in p for p in lint(graph, default_opset(DEFAULT_EXPORTER)).problems)  # not allowed by default
     assert Sidecar.load(fused.sidecar_path).extra["attention"] == "ort"
 
     size = get_spec("transforensics").small_size
