@@ -254,3 +254,34 @@ def test_export_rejects_an_unknown_attention_mode(tmp_path):
     with pytest.raises(ExportError, match="attention"):
         export_model("m2sformer", tmp_path / "x.onnx", small=True, attention="flash")
     assert not list(tmp_path.iterdir())
+
+
+def test_ort_attention_takes_timms_pvt_attention_too(tmp_path):
+    """M2SFormer's PVT v2 encoder: every timm spatial-reduction attention becomes one
+    MultiHeadAttention node next to ours, with the explicit export's outputs, and in eager
+    mode the routed forward equals timm's for plain, reduced and linear attention."""
+    from timm.models.pvt_v2 import Attention as PvtAttention
+
+    from export.ort_attention import use_ort_attention
+    from runtime.backends.ort_backend import OrtBackend
+    from train.models.blocks.attention import MultiHeadAttention
+
+    model = build_model("m2sformer", small=True)
+    pvt = sum(isinstance(m, PvtAttention) for m in model.modules())
+    ours = sum(isinstance(m, MultiHeadAttention) for m in model.modules())
+    fused = export_model("m2sformer", tmp_path / "m2s_ort.onnx", small=True, attention="ort")
+    mha = [n for n in onnx.load(str(fused.onnx_path)).graph.node if n.op_type == "MultiHeadAttention"]
+    assert pvt > 0 and len(mha) == pvt + ours and fused.lint.attention_patterns == 0
+    size = get_spec("m2sformer").small_size
+    x = np.random.default_rng(4).standard_normal((1, 3, size, size)).astype(np.float32)
+    a, b = OrtBackend(small_export("m2sformer")).run(x), OrtBackend(fused.onnx_path).run(x)
+    assert np.abs(a["prob"] - b["prob"]).max() < 1e-5
+
+    torch.manual_seed(0)
+    for sr, linear in ((1, False), (2, False), (1, True)):
+        layer = PvtAttention(32, 2, sr_ratio=sr, linear_attn=linear).eval()
+        tokens = torch.randn(2, 8 * 8, 32)
+        with torch.no_grad():
+            ref = layer(tokens, [8, 8])
+            assert use_ort_attention(layer) == 1
+            assert torch.allclose(layer(tokens, [8, 8]), ref, atol=1e-6)
