@@ -13,7 +13,7 @@ as skipped):
    FP32 islands as constraints; 11.x: strongly typed from the mixed / Q/DQ graphs);
 3. runs each engine through the runtime's TensorRT backend and the FP32 ONNX through
    onnxruntime on the CPU on the same synthetic images, and records the agreement
-   (``export.agreement``: max |prob| difference, mask IoU, flipped pixels);
+   (``runtime.agreement``: max |prob| difference, mask IoU, flipped pixels);
 4. times each engine with trtexec where one is found (``--trtexec`` or ``trtexec`` on
    ``PATH``, ``/usr/src/tensorrt/bin/trtexec`` on JetPack): ``--exportTimes`` read back by
    ``bench.trtexec_json``;
@@ -81,7 +81,7 @@ def trtexec_times(trtexec: str, engine: Path, shape_flag: str | None, out: Path,
 def run_checklist(model: str, out: Path, budget_s: float, images: int, trtexec: str | None) -> dict:
     import numpy as np
 
-    from export.agreement import agreement
+    from runtime.agreement import agreement
     from export.calibration import EVAL_START, input_batches, load_images
     from export.onnx import export_model
     from export.tensorrt import build_engine

@@ -1,5 +1,6 @@
 """The two ways ``export.onnx`` turns the contract module into an ONNX file: torch.export
-("dynamo") and the TorchScript tracer ("torchscript"), behind one call, ``export_graph``.
+("dynamo", the default: ``DEFAULT_EXPORTER``) and the TorchScript tracer ("torchscript", the
+fallback), behind one call, ``export_graph``.
 
 - ``dynamo``: ``torch.export.export(strict=False)`` captures the graph, ``torch.onnx.export``
   translates the ExportedProgram with onnxscript's torchlib and its optimizer folds constants.
@@ -38,7 +39,7 @@ import torch
 import torch.nn as nn
 
 EXPORTERS = ("dynamo", "torchscript")
-DEFAULT_EXPORTER = "torchscript"
+DEFAULT_EXPORTER = "dynamo"
 DEFAULT_OPSETS = {"dynamo": 18, "torchscript": 17}
 LABELS = {
     "dynamo": "torch.onnx dynamo=True (torch.export + onnxscript)",

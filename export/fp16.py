@@ -14,7 +14,7 @@ and writes three files, all or none:
 
 Tolerance (defaults): the probability maps of the mixed graph and of FP32 differ by at most
 1e-2 on every pixel, and the masks at the sidecar threshold agree with IoU >= 0.99 over the
-pixels FP32 decides with a margin > 1e-3 (``export.agreement``). Measured with 16 synthetic
+pixels FP32 decides with a margin > 1e-3 (``runtime.agreement``). Measured with 16 synthetic
 images on the five seed models with random weights (small configurations, and M2SFormer at
 256): max |prob diff| 3.7e-5 to 3.7e-4 with FP16 storage simulated, 2.3e-5 to 2.6e-4 for the
 mixed ONNX on onnxruntime CPU, decided-pixel IoU 1.0 — the default leaves ~25x headroom for

@@ -7,8 +7,11 @@ materialising the score matrix, so memory stays linear in the tokens: TransForen
 branch at 512 x 512 (16384 tokens, 8 heads, six layers) runs in well under a GiB of
 attention memory instead of ~19 GiB for the explicit graph. The graph then holds an op
 outside the ONNX standard that TensorRT does not parse (``export.check`` rejects it): engines
-are built from the default, explicit export. Third-party attention (timm's ViT / PVT,
-transformers' MiT) is left explicit; its token counts at the papers' sizes are small.
+are built from the default, explicit export. timm's PVT v2 attention (M2SFormer's encoder:
+spatial-reduction attention, queries over every token, keys and values over the reduced map)
+takes the same op: on full-size M2SFormer at 256 that is 19 more attention cores in one
+kernel each (``use_ort_attention``). Other third-party attention (timm's ViT, transformers'
+MiT) is left explicit; its token counts at the papers' sizes are small.
 
 The kernel is the torch custom op ``imlkit::ort_mha`` (eager: scaled dot-product attention),
 so both exporters see one opaque call: the TorchScript exporter through the symbolic
@@ -75,7 +78,33 @@ def ort_attention_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, head
     return ort_mha(q, k, v, heads)
 
 
+def _pvt_attention_forward(self, x: torch.Tensor, feat_size) -> torch.Tensor:
+    """timm ``pvt_v2.Attention.forward`` with its attention core as ``imlkit::ort_mha``: the
+    same projections, reduction and scale (1/sqrt(head_dim)); ``kv``'s output holds K's
+    channels, then V's (timm reshapes it to (B, M, 2, heads, head_dim))."""
+    b, n, c = x.shape
+    h, w = feat_size
+    q = self.q(x)
+    src = x
+    if self.sr is not None:  # spatial reduction (and, for linear attention, pooling first)
+        src = x.permute(0, 2, 1).reshape(b, c, h, w)
+        if self.pool is not None:
+            src = self.pool(src)
+        src = self.norm(self.sr(src).reshape(b, c, -1).permute(0, 2, 1))
+        if self.act is not None:
+            src = self.act(src)
+    k, v = self.kv(src).chunk(2, dim=-1)
+    return self.proj_drop(self.proj(ort_mha(q, k, v, self.num_heads)))
+
+
 def use_ort_attention(model: nn.Module) -> int:
-    """Route every ``MultiHeadAttention`` of ``model`` through the onnxruntime op; returns how
-    many layers changed."""
-    return set_on_all(model, MultiHeadAttention, kernel=ort_attention_kernel)
+    """Route every ``MultiHeadAttention`` of ``model``, and every timm PVT v2 attention, through
+    the onnxruntime op; returns how many layers changed."""
+    from types import MethodType
+
+    from timm.models.pvt_v2 import Attention as PvtAttention
+
+    pvt = [m for m in model.modules() if isinstance(m, PvtAttention)]
+    for module in pvt:
+        module.forward = MethodType(_pvt_attention_forward, module)
+    return set_on_all(model, MultiHeadAttention, kernel=ort_attention_kernel) + len(pvt)

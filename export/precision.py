@@ -24,7 +24,7 @@ come from the same island list, found here on onnxruntime CPU with calibration i
 3. **Measured** (the final mask). The graph with FP16 storage (:func:`simulate_fp16`) is run
    against FP32 on the calibration images; while the probability maps differ by more than
    ``max_prob_diff`` or the decided masks agree with IoU below ``min_iou``
-   (``export.agreement``), the FP16 nodes to blame join the islands and the check repeats.
+   (``runtime.agreement``), the FP16 nodes to blame join the islands and the check repeats.
    Blame (:func:`blame`) is read from the exposed tensors of both graphs: how much a node's
    relative RMS error exceeds its inputs', plus the excess of the island nodes it feeds.
 
@@ -69,7 +69,7 @@ from tqdm import tqdm
 from runtime.atomic import atomic_write_bytes, mkstemp
 from runtime.sidecar import ArtifactInfo, ParityInfo, Sidecar, sha256_file, sidecar_path
 
-from .agreement import Agreement, agreement
+from runtime.agreement import Agreement, agreement
 from .trt_islands import check_trtexec_names, trtexec_island_args
 from .trt_plan import PlanError
 from .verify import GraphIndex

@@ -47,7 +47,7 @@ from runtime.atomic import atomic_write_bytes
 from runtime.sidecar import Sidecar
 from train.metrics import PixelMetrics
 
-from .agreement import Agreement, agreement
+from runtime.agreement import Agreement, agreement
 from .calibration import EVAL_START, SYNTHETIC, CalibrationError, LabeledImage, input_batches, load_images, masks_at
 from .precision import (DEFAULT_OVERFLOW_LIMIT, Fp16Islands, PrecisionError, default_output, derived_sidecar,
                         ensure_node_names, find_islands, load_source, naming, progress_bar, run_outputs, session,

@@ -295,3 +295,18 @@ def _check_size(h: int, w: int, name: str) -> None:
     if h < MIN_SIDE or w < MIN_SIDE:
         raise ImageError(f"image {name}: image is too small ({w}x{h} pixels, "
                          f"minimum is {MIN_SIDE}x{MIN_SIDE})")
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def image_files(folder: str | os.PathLike, skip: Path | None = None) -> list[Path]:
+    """Image files (``IMAGE_EXTENSIONS``, any case) under ``folder``, recursively, sorted by
+    path, without hidden files and folders or the folder ``skip`` (a resolved path)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (skip is None or (here / d).resolve() != skip))
+        found.extend(here / f for f in sorted(files) if _is_image_name(f) and (here / f).is_file())
+    return sorted(found)

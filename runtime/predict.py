@@ -1,7 +1,8 @@
 """Command line: predict tamper masks for images with an exported model.
 
     python -m runtime.predict MODEL INPUT... --out DIR [--threshold T] [--provider NAME]
-                              [--threads N] [--no-overlay] [--json]
+                              [--backend NAME] [--precision P] [--threads N] [--spin]
+                              [--no-overlay] [--json]
     iml-predict ...          (the same command, installed with imlkit-runtime)
 
 Each INPUT is an image file or a folder; a folder is searched recursively for files with
@@ -39,8 +40,9 @@ from typing import Sequence
 
 from . import atomic
 from .errors import ImageError, RuntimeInputError, one_line
-from .io import IMAGE_EXTENSIONS, check_image_file, encode_png, load_image
+from .io import IMAGE_EXTENSIONS, check_image_file, encode_png, image_files, load_image
 from .overlay import overlay
+from .backends import BACKENDS, PRECISIONS
 from .predictor import Predictor
 from .progress import Progress
 
@@ -74,25 +76,18 @@ def _parser() -> argparse.ArgumentParser:
                     help="mask threshold in [0, 1] (default: the sidecar's, normally 0.5)")
     ap.add_argument("--provider", action="append", dest="providers", metavar="NAME",
                     help="onnxruntime execution provider to use (repeatable; default: best available)")
+    ap.add_argument("--backend", choices=BACKENDS, default="auto",
+                    help="auto (default): runtime.tune's choice beside the model where it was tuned on this "
+                         "machine, else onnxruntime; or onnxruntime, openvino, tensorrt")
+    ap.add_argument("--precision", choices=PRECISIONS, default=None,
+                    help="arithmetic (default: FP32, or what the artifact holds); bf16/fp16 need openvino")
     ap.add_argument("--threads", type=int, default=None, metavar="N",
-                    help="onnxruntime intra-op threads (default: onnxruntime's, one per core)")
+                    help="intra-op threads of the CPU backends (default: the physical cores)")
+    ap.add_argument("--spin", action="store_true", default=None,
+                    help="let onnxruntime's workers busy-wait between operators (default off)")
     ap.add_argument("--no-overlay", action="store_true", help="write masks only")
     ap.add_argument("--json", action="store_true", help="print results as one JSON list")
     return ap
-
-
-def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _walk(folder: Path, skip: Path) -> list[Path]:
-    """Image files under ``folder``, sorted, without hidden entries or the ``skip`` folder."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        here = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() != skip)
-        found.extend(here / f for f in sorted(files) if _is_image_name(f) and (here / f).is_file())
-    return sorted(found)
 
 
 def collect_jobs(inputs: Sequence[Path], out: Path, overlays: bool = True) -> list[Job]:
@@ -105,7 +100,7 @@ def collect_jobs(inputs: Sequence[Path], out: Path, overlays: bool = True) -> li
     by_output: dict[Path, Path] = {}
     for item in inputs:
         if item.is_dir():
-            images = _walk(item, skip)
+            images = image_files(item, skip)
             if not images:
                 raise ImageError(f"folder {item}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in it "
                                  "or below")
@@ -162,7 +157,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         if args.threads is not None and args.threads < 1:
             raise RuntimeInputError(f"--threads: must be >= 1, got {args.threads}")
         predictor = Predictor(args.model, providers=args.providers, threshold=args.threshold,
-                              threads=args.threads)
+                              backend=args.backend, precision=args.precision, threads=args.threads, spin=args.spin)
         jobs = collect_jobs(args.inputs, args.out, overlays=not args.no_overlay)
         for job in jobs:  # headers only: cheap, and nothing is written if one is bad
             check_image_file(job.image)

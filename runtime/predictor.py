@@ -17,13 +17,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .backends import TENSORRT_SUFFIXES, Backend, open_backend
+from .backends import TENSORRT_SUFFIXES, Backend, open_choice, resolve
 from .errors import ModelError, RuntimeInputError, SidecarError
 from .io import ImageSource, load_image, source_name
 from .preprocess import postprocess, preprocess
 from .sidecar import Sidecar, sha256_file, sidecar_path
 
-__all__ = ["Prediction", "Predictor"]
+__all__ = ["Prediction", "Predictor", "checked_sidecar"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,11 +45,17 @@ class Prediction:
 class Predictor:
     """Run one exported artifact on images.
 
-    ``providers`` overrides the onnxruntime provider choice; ``threshold``
-    overrides the sidecar's mask threshold; ``stream`` is an embedding app's CUDA stream
-    handle (an int from pycuda, CuPy or torch) for a TensorRT engine. For an ONNX model,
-    ``threads`` sets onnxruntime's intra-op threads and ``session_options`` hands over the
-    app's own ``onnxruntime.SessionOptions`` (used as given; not both).
+    ``backend`` ("onnxruntime", "openvino", "tensorrt", or "auto", the default) and
+    ``precision`` ("fp32", "bf16", "fp16", "int8"; None: the backend's FP32 or what the
+    artifact holds) pick what runs the artifact: "auto" uses ``runtime.tune``'s choice beside
+    an ONNX file when it was tuned on a machine like this one, else onnxruntime
+    (``runtime.backends.resolve``); ``self.choice`` says which and why. ``providers``
+    overrides the onnxruntime provider choice; ``threshold`` overrides the sidecar's mask
+    threshold; ``stream`` is an embedding app's CUDA stream handle (an int from pycuda, CuPy
+    or torch) for a TensorRT engine. On the CPU backends ``threads`` sets the intra-op threads
+    (default: the physical cores) and ``spin=True`` lets onnxruntime's workers busy-wait
+    between operators (default off, for embedding); ``session_options`` hands over the app's
+    own ``onnxruntime.SessionOptions`` instead (used as given).
 
     Every error raised on purpose is a ``RuntimeInputError`` (``runtime.errors``) with a
     one-line message.
@@ -62,33 +68,22 @@ class Predictor:
         threshold: float | None = None,
         stream: int | None = None,
         *,
+        backend: str = "auto",
+        precision: str | None = None,
         threads: int | None = None,
+        spin: bool | None = None,
         session_options=None,
     ):
         threshold = _check_threshold(threshold)
         path = Path(model_path)
-        if not path.is_file():
-            raise ModelError(f"model {path}: file not found")
+        sidecar = checked_sidecar(path)
         sc_path = sidecar_path(path)
-        if not sc_path.is_file():
-            raise SidecarError(f"model {path} has no sidecar: expected {sc_path}")
-        sidecar = Sidecar.load(sc_path)
-
-        expected_format = "tensorrt" if path.suffix.lower() in TENSORRT_SUFFIXES else "onnx"
-        if sidecar.artifact.format != expected_format:
-            raise ModelError(f"model {path}: sidecar {sc_path} describes a "
-                             f"{sidecar.artifact.format} artifact, not {expected_format}")
-        digest = sha256_file(path)
-        if digest != sidecar.artifact.sha256:
-            raise ModelError(f"model {path}: stale sidecar {sc_path}: artifact sha256 "
-                             f"{digest[:12]}... differs from the sidecar's "
-                             f"{sidecar.artifact.sha256[:12]}... (re-export the model)")
-
         self.path = path
         self.sidecar = sidecar
         self.threshold = float(sidecar.threshold if threshold is None else threshold)
-        self.backend: Backend = open_backend(path, providers=providers, stream=stream, sidecar=sidecar,
-                                             threads=threads, session_options=session_options)
+        self.choice = resolve(path, backend, precision, sha256=sidecar.artifact.sha256)
+        self.backend: Backend = open_choice(path, self.choice, providers, stream=stream, sidecar=sidecar,
+                                            threads=threads, spin=spin, session_options=session_options)
 
         size = tuple(sidecar.preprocess.size)
         declared = tuple(self.backend.input_shape[2:4])
@@ -141,3 +136,24 @@ def _check_threshold(threshold: object) -> float | None:
     if not 0.0 <= value <= 1.0:  # also rejects NaN
         raise RuntimeInputError(f"threshold: must be in [0, 1], got {threshold!r}")
     return value
+
+
+def checked_sidecar(path: Path) -> Sidecar:
+    """The sidecar of the artifact ``path``, checked to describe this exact file (format and
+    sha256); one-line ``ModelError`` / ``SidecarError`` otherwise."""
+    if not path.is_file():
+        raise ModelError(f"model {path}: file not found")
+    sc_path = sidecar_path(path)
+    if not sc_path.is_file():
+        raise SidecarError(f"model {path} has no sidecar: expected {sc_path}")
+    sidecar = Sidecar.load(sc_path)
+    expected_format = "tensorrt" if path.suffix.lower() in TENSORRT_SUFFIXES else "onnx"
+    if sidecar.artifact.format != expected_format:
+        raise ModelError(f"model {path}: sidecar {sc_path} describes a "
+                         f"{sidecar.artifact.format} artifact, not {expected_format}")
+    digest = sha256_file(path)
+    if digest != sidecar.artifact.sha256:
+        raise ModelError(f"model {path}: stale sidecar {sc_path}: artifact sha256 "
+                         f"{digest[:12]}... differs from the sidecar's "
+                         f"{sidecar.artifact.sha256[:12]}... (re-export the model)")
+    return sidecar

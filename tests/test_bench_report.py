@@ -217,7 +217,10 @@ def test_report_rejects_bad_input_and_writes_nothing(tmp_path):
 
 
 def test_quick_benchmark_on_the_runs_export(small_run):
-    onnx = next(small_run["cache"].glob("m2sformer-small-64-b1.onnx"))
+    from bench.artifacts import artifact_stem
+    from export.exporters import DEFAULT_EXPORTER
+
+    onnx = small_run["cache"] / f"{artifact_stem('m2sformer', 64, small=True, exporter=DEFAULT_EXPORTER)}.onnx"
     rows = quick_benchmark(onnx, "m2sformer", small=True, plan=Plan(0.1, 2, 2))
     assert rows[0][0] == "bench" and "PyTorch eager p50" in rows[0][1] and "onnxruntime p50" in rows[0][1]
     assert rows[0][2] == "2+2 rounds"

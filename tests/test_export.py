@@ -12,6 +12,7 @@ import torch
 from onnx import TensorProto, helper
 from PIL import Image
 
+from export.exporters import DEFAULT_EXPORTER, default_opset
 from export.verify import FORBIDDEN_OPS, check_model, lint
 from export.onnx import ExportError, export_model
 from export.rewrites import REWRITES, apply_rewrites
@@ -81,7 +82,7 @@ def test_small_export_graph_and_sidecar(m2s_small_export):
     n_attention = sum(1 for m in model.modules() if getattr(m, "fused_attn", None) is not None)
     assert res.lint.attention_patterns == n_attention > 0
     side = Sidecar.load(res.sidecar_path)
-    assert side.model == "m2sformer" and side.opset == 17
+    assert side.model == "m2sformer" and side.opset == default_opset(DEFAULT_EXPORTER)
     assert side.parity.passed and side.parity.max_abs_diff <= 1e-4
     assert list(side.preprocess.mean) == pytest.approx(get_spec("m2sformer").mean)
     assert side.checkpoint.sha256 == "random-init"
@@ -175,8 +176,8 @@ def test_check_model_rejects_a_broken_graph(tmp_path):
 def test_every_model_small_export_has_parity_and_runs_in_the_runtime_cli(tmp_path, name):
     onnx_path = small_export(name)  # export_model raises unless checker, lint and parity pass
     side = Sidecar.load(sidecar_path(onnx_path))
-    assert side.parity.passed and side.parity.max_abs_diff <= 1e-4 and side.opset == 17
-    assert lint(onnx.load(str(onnx_path)), 17).ok and not _ops(onnx_path) & FORBIDDEN_OPS
+    assert side.parity.passed and side.parity.max_abs_diff <= 1e-4 and side.opset == default_opset(DEFAULT_EXPORTER)
+    assert lint(onnx.load(str(onnx_path)), default_opset(DEFAULT_EXPORTER)).ok and not _ops(onnx_path) & FORBIDDEN_OPS
     from bench.demo import demo_image
 
     image_path = tmp_path / "generated.png"
@@ -227,7 +228,7 @@ def test_ort_attention_export_fuses_our_attention_layers(tmp_path):
     mha = [n for n in graph.graph.node if n.op_type == "MultiHeadAttention"]
     assert len(mha) == layers > 0 and {n.domain for n in mha} == {"com.microsoft"}
     assert fused.lint.custom_ops == layers and fused.lint.attention_patterns == 0
-    assert any("MultiHeadAttention" in p for p in lint(graph, 17).problems)  # not allowed by default
+    assert any("MultiHeadAttention" in p for p in lint(graph, default_opset(DEFAULT_EXPORTER)).problems)  # not allowed by default
     assert Sidecar.load(fused.sidecar_path).extra["attention"] == "ort"
 
     size = get_spec("transforensics").small_size
@@ -253,3 +254,34 @@ def test_export_rejects_an_unknown_attention_mode(tmp_path):
     with pytest.raises(ExportError, match="attention"):
         export_model("m2sformer", tmp_path / "x.onnx", small=True, attention="flash")
     assert not list(tmp_path.iterdir())
+
+
+def test_ort_attention_takes_timms_pvt_attention_too(tmp_path):
+    """M2SFormer's PVT v2 encoder: every timm spatial-reduction attention becomes one
+    MultiHeadAttention node next to ours, with the explicit export's outputs, and in eager
+    mode the routed forward equals timm's for plain, reduced and linear attention."""
+    from timm.models.pvt_v2 import Attention as PvtAttention
+
+    from export.ort_attention import use_ort_attention
+    from runtime.backends.ort_backend import OrtBackend
+    from train.models.blocks.attention import MultiHeadAttention
+
+    model = build_model("m2sformer", small=True)
+    pvt = sum(isinstance(m, PvtAttention) for m in model.modules())
+    ours = sum(isinstance(m, MultiHeadAttention) for m in model.modules())
+    fused = export_model("m2sformer", tmp_path / "m2s_ort.onnx", small=True, attention="ort")
+    mha = [n for n in onnx.load(str(fused.onnx_path)).graph.node if n.op_type == "MultiHeadAttention"]
+    assert pvt > 0 and len(mha) == pvt + ours and fused.lint.attention_patterns == 0
+    size = get_spec("m2sformer").small_size
+    x = np.random.default_rng(4).standard_normal((1, 3, size, size)).astype(np.float32)
+    a, b = OrtBackend(small_export("m2sformer")).run(x), OrtBackend(fused.onnx_path).run(x)
+    assert np.abs(a["prob"] - b["prob"]).max() < 1e-5
+
+    torch.manual_seed(0)
+    for sr, linear in ((1, False), (2, False), (1, True)):
+        layer = PvtAttention(32, 2, sr_ratio=sr, linear_attn=linear).eval()
+        tokens = torch.randn(2, 8 * 8, 32)
+        with torch.no_grad():
+            ref = layer(tokens, [8, 8])
+            assert use_ort_attention(layer) == 1
+            assert torch.allclose(layer(tokens, [8, 8]), ref, atol=1e-6)

@@ -145,6 +145,9 @@ from runtime import Predictor
 import numpy as np
 pred = Predictor(sys.argv[1]).predict(np.full((37, 53, 3), 128, np.uint8))
 assert pred.prob.shape == (37, 53)
+import importlib.util, runtime.tune
+if importlib.util.find_spec("openvino"):
+    assert Predictor(sys.argv[1], backend="openvino").predict(np.zeros((9, 9, 3), np.uint8)).prob.shape == (9, 9)
 bad = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
 assert not bad, bad
 for pkg in ("train", "export", "bench"):
@@ -161,7 +164,7 @@ def test_runtime_never_imports_torch(setup):
 
 
 def test_runtime_sources_import_only_allowed_packages():
-    allowed = {"numpy", "PIL", "onnxruntime", "tensorrt", "cuda", "tqdm", "__future__"}
+    allowed = {"numpy", "PIL", "onnxruntime", "openvino", "tensorrt", "cuda", "tqdm", "__future__"}
     stdlib = set(sys.stdlib_module_names)
     for path in RUNTIME.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):

@@ -113,3 +113,11 @@ def test_runtime_predicts_from_outside_the_checkout(runtime_venv, tmp_path):
                          timeout=300)
     assert api.returncode == 0, api.stderr
     assert Path(api.stdout.strip()).is_relative_to(env_dir)  # the installed copy, not the checkout's
+    # runtime.tune alone: no synthetic forgeries without the kit (one line, exit 2), the user's images work
+    bare = subprocess.run([str(env_dir / "bin" / "iml-tune"), model.name], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert bare.returncode == 2 and bare.stderr.count("\n") == 1 and "pass --images DIR" in bare.stderr, bare.stderr
+    tuned = subprocess.run([str(python), "-m", "runtime.tune", model.name, "--images", ".", "--rounds", "1"],
+                           cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert tuned.returncode == 0 and "choice: onnxruntime fp32" in tuned.stdout, tuned.stderr
+    assert (work / (model.name + ".tune.json")).is_file()

@@ -303,7 +303,7 @@ def test_bad_arguments_are_one_line_runtime_input_errors(model_dir, kwargs, wher
 
 
 def test_threads_for_an_engine_are_refused_in_one_line(tmp_path):
-    with pytest.raises(BackendError, match="threads and session_options configure onnxruntime"):
+    with pytest.raises(BackendError, match="threads and spin configure CPU backends, not a TensorRT engine"):
         open_backend(tmp_path / "m.engine", threads=2)
 
 

@@ -2,9 +2,17 @@
 
 Provider preference: TensorRT, then CUDA, then CPU, restricted to what
 ``onnxruntime.get_available_providers()`` offers; a caller may pass its own list.
-An embedding app sets onnxruntime's intra-op thread count (``threads``) or hands over its
-own ``onnxruntime.SessionOptions`` (``session_options``, used as given, not copied or
-changed); by default the session uses onnxruntime's defaults with error-only logging.
+Threads: intra-op threads = ``threads`` or the physical cores this process may use
+(``runtime.machine.physical_cores``), and worker spinning off (``spin=False``: the
+``session.intra_op.allow_spinning`` / ``inter_op`` config entries "0"), so an idle session
+leaves the cores to the embedding app and to other libraries' thread pools; ``spin=True``
+lets onnxruntime's workers busy-wait between operators as its default does. An app may
+instead hand over its own ``onnxruntime.SessionOptions`` (``session_options``, used as given,
+not copied or changed; not with ``threads`` or ``spin``). Logging is error-only.
+
+Precision: onnxruntime runs the arithmetic the ONNX file holds (an FP32 export, or the
+FP16-mixed / INT8 Q/DQ artifacts of ``export.precision`` / ``export.quantize``);
+``precision`` must be None or that precision, and the artifact's is taken from its sidecar.
 onnxruntime is imported when an ``OrtBackend`` is created, not when this module is.
 Named ``ort_backend`` so it never shadows the ``onnxruntime`` package.
 """
@@ -18,6 +26,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BackendError, ModelError, RuntimeInputError, one_line
+from ..machine import physical_cores
+from .contract import CONTRACT, checked_outputs, run_batch
 
 __all__ = ["OrtBackend", "PREFERRED_PROVIDERS", "check_threads", "choose_providers"]
 
@@ -26,7 +36,6 @@ PREFERRED_PROVIDERS = (
     "CUDAExecutionProvider",
     "CPUExecutionProvider",
 )
-CONTRACT = ("prob", "score")
 
 
 def choose_providers(available: Sequence[str], requested: Sequence[str] | None = None) -> list[str]:
@@ -46,7 +55,7 @@ def choose_providers(available: Sequence[str], requested: Sequence[str] | None =
 
 
 def check_threads(threads: object) -> int | None:
-    """``threads`` as a positive int, or None (onnxruntime's default: one per physical core)."""
+    """``threads`` as a positive int, or None (the backend's default: one per physical core)."""
     if threads is None:
         return None
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -57,13 +66,21 @@ def check_threads(threads: object) -> int | None:
 class OrtBackend:
     """An onnxruntime session over one ONNX file with the "prob"/"score" outputs."""
 
+    name = "onnxruntime"
+
     def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None, *,
-                 threads: int | None = None, session_options=None):
+                 threads: int | None = None, session_options=None, spin: bool | None = None,
+                 precision: str | None = None, artifact_precision: str = "fp32"):
         self.path = Path(path)
         threads = check_threads(threads)
-        if threads is not None and session_options is not None:
-            raise RuntimeInputError("threads: give either threads or session_options "
-                                    "(set session_options.intra_op_num_threads instead)")
+        if session_options is not None and (threads is not None or spin is not None):
+            raise RuntimeInputError("threads: give either threads/spin or session_options (set "
+                                    "session_options.intra_op_num_threads and its spinning config entries instead)")
+        if precision not in (None, artifact_precision):
+            raise BackendError(f"precision {precision}: onnxruntime runs the arithmetic the ONNX file holds, "
+                               f"and {self.path.name} is {artifact_precision} (export a {precision} artifact, "
+                               f"or use backend='openvino' for bf16 / fp16 kernels on an FP32 file)")
+        self.precision = artifact_precision
         try:
             import onnxruntime as ort
         except ImportError:
@@ -80,8 +97,11 @@ class OrtBackend:
         else:
             opts = ort.SessionOptions()
             opts.log_severity_level = 3  # errors only; no provider-fallback chatter
-            if threads is not None:
-                opts.intra_op_num_threads = threads
+            opts.intra_op_num_threads = threads or physical_cores()
+            flag = "1" if spin else "0"
+            opts.add_session_config_entry("session.intra_op.allow_spinning", flag)
+            opts.add_session_config_entry("session.inter_op.allow_spinning", flag)
+        self._version = ort.__version__
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=chosen)
         except Exception as e:  # onnxruntime raises its own pybind11 exception types
@@ -113,36 +133,28 @@ class OrtBackend:
         return list(self._session.get_providers())
 
     @property
+    def settings(self) -> dict:
+        """The session as configured (what a benchmark report states)."""
+        opts = self._session.get_session_options()
+        try:
+            spin = opts.get_session_config_entry("session.intra_op.allow_spinning")
+        except Exception:  # an app's own SessionOptions without the entry: onnxruntime's default, spinning
+            spin = "1"
+        return {"backend": self.name, "precision": self.precision, "threads": opts.intra_op_num_threads or None,
+                "spin": spin != "0", "providers": self.providers, "version": self._version}
+
+    @property
     def fixed_batch(self) -> int | None:
         b = self.input_shape[0] if self.input_shape else None
         return b if isinstance(b, int) and b > 0 else None
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run a float32 (N, 3, H, W) batch; returns float32 "prob" (N,1,h,w) and "score" (N,1)."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.ndim != 4 or batch.shape[0] == 0:
-            raise RuntimeInputError(f"model {self.path}: expected a non-empty (N, 3, H, W) batch, got {batch.shape}")
-        fixed = self.fixed_batch
-        if fixed is not None and batch.shape[0] != fixed:
-            if fixed != 1:
-                raise ModelError(f"model {self.path}: fixed batch size {fixed} "
-                                 f"cannot take a batch of {batch.shape[0]}")
-            parts = [self._run_once(batch[k : k + 1]) for k in range(batch.shape[0])]
-            return {n: np.concatenate([p[n] for p in parts], axis=0) for n in CONTRACT}
-        return self._run_once(batch)
+        return run_batch(self.path, batch, self.fixed_batch, self._run_once)
 
     def _run_once(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         try:
             prob, score = self._session.run(list(CONTRACT), {self._input.name: batch})
         except Exception as e:
             raise ModelError(f"model {self.path}: inference failed ({one_line(e)})") from None
-        prob = np.asarray(prob, dtype=np.float32)
-        score = np.asarray(score, dtype=np.float32)
-        n = batch.shape[0]
-        if prob.ndim != 4 or prob.shape[:2] != (n, 1):
-            raise ModelError(f"model {self.path}: output prob has shape {prob.shape}, "
-                             f"expected ({n}, 1, h, w)")
-        if score.shape != (n, 1):
-            raise ModelError(f"model {self.path}: output score has shape {score.shape}, "
-                             f"expected ({n}, 1)")
-        return {"prob": prob, "score": score}
+        return checked_outputs(self.path, prob, score, batch.shape[0])

@@ -127,6 +127,8 @@ def query_gpu(device: int = 0) -> GpuInfo:
 class TensorRTBackend:
     """One TensorRT engine with the "prob"/"score" outputs, on one CUDA device and stream."""
 
+    name = "tensorrt"
+
     def __init__(self, path: str | os.PathLike, *, stream: int | None = None, device: int = 0,
                  sidecar: Sidecar | None = None):
         self.path = Path(path)
@@ -204,6 +206,17 @@ class TensorRTBackend:
     @property
     def stream(self) -> int:
         return self._stream
+
+    @property
+    def precision(self) -> str:
+        """The precision the engine was built with (its sidecar's build info)."""
+        return self.build.precision
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The engine as it runs here (what a benchmark report states)."""
+        return {"backend": self.name, "precision": self.precision, "threads": None, "spin": None,
+                "gpu": self.gpu.name, "version": self._trt.__version__}
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run a float32 (N, 3, H, W) batch; returns float32 "prob" (N,1,h,w) and "score" (N,1).

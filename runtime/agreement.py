@@ -1,4 +1,5 @@
-"""How closely a reduced-precision artifact (FP16-mixed, INT8 Q/DQ) follows its FP32 reference.
+"""How closely a candidate's outputs follow a reference's: a reduced-precision artifact (FP16-mixed,
+INT8 Q/DQ) or backend (OpenVINO BF16) against FP32. Shared by ``export`` and ``runtime.tune``.
 
 ``agreement(reference, candidate)`` compares two sets of contract outputs ("prob", "score")
 on the same images: the largest and mean absolute probability difference, the score
