@@ -20,18 +20,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 FINGERPRINT_PACKAGES = ("train", "export", "runtime")
 DEFAULT_CACHE = ROOT / "bench-out" / "cache"
 CALIBRATION_IMAGES = 4  # synthetic forgeries per model size for the mask agreement and the tuner
-MAX_FLIP = 1e-3  # the mask-flip budget the tuner holds a candidate to (runtime.tune --max-flip)
+AGREEMENT_S = 20.0  # inference seconds one backend's mask check may take: slow models check fewer images
+TUNE_TIMED_S = 20.0  # seconds of timed calls per tuning candidate: slow models get fewer rounds (3 to 10)
 
 
 def use_inductor_cache(cache_dir: str | Path, user_choice: str | None) -> str:
@@ -227,21 +229,43 @@ class TuneFailed(RuntimeError):
     """``runtime.tune`` failed on an export; the message is one line."""
 
 
-def cached_tune(path: str | Path, images: str | Path, max_flip: float = MAX_FLIP, echo: bool = False) -> dict[str, Any]:
+def calibration_count(seconds: float) -> int:
+    """How many calibration images a mask check uses at ``seconds`` per inference: as many
+    of ``CALIBRATION_IMAGES`` as fit ``AGREEMENT_S``, at least one."""
+    return max(1, min(CALIBRATION_IMAGES, int(AGREEMENT_S / max(seconds, 1e-9))))
+
+
+def tune_arguments(seconds: float | None) -> list[str]:
+    """``runtime.tune`` options for a model of ``seconds`` per inference (None: unknown, the
+    tuner's rounds): the images ``calibration_count`` allows, rounds filling ``TUNE_TIMED_S``
+    (3 to 10), one warm-up call for a model slower than a second. At 20 s per inference the
+    tuner's defaults (8 images, 2 + 10 calls) would take five minutes per candidate."""
+    if seconds is None:
+        return ["--n-images", str(CALIBRATION_IMAGES)]
+    rounds = max(3, min(10, math.ceil(TUNE_TIMED_S / max(seconds, 1e-9))))
+    return ["--n-images", str(calibration_count(seconds)), "--rounds", str(rounds),
+            "--warmup", "1" if seconds > 1.0 else "2"]
+
+
+def cached_tune(path: str | Path, images: str | Path, echo: bool = False,
+                estimate: Callable[[], float] | None = None) -> dict[str, Any]:
     """``runtime.tune``'s result for the export ``path``: the current tune file beside it
-    (``runtime.tune.load_tuned``), else a fresh tune by ``python -m runtime.tune`` in a child
-    process on the images in ``images`` (each candidate backend x precision timed in its own
-    process there). ``echo`` passes the child's output (its progress) through to stderr;
-    a failure raises TuneFailed with the child's last line."""
+    (``runtime.tune.load_tuned``: for this file's sha256 on this machine), else a fresh tune
+    by ``python -m runtime.tune`` in a child process on the images in ``images`` (each
+    candidate backend x precision timed in its own process there) at the tuner's mask budget
+    (``runtime.tune.MAX_FLIP``), with ``tune_arguments`` for ``estimate()`` seconds per
+    inference (called only when tuning). ``echo`` passes the child's output (its progress)
+    through to stderr; a failure raises TuneFailed with the child's last line."""
     import codecs
 
     from runtime.tune import load_tuned
 
     path = Path(path)
-    tuned = load_tuned(path)
+    tuned, _ = load_tuned(path)
     if tuned is not None:
         return tuned
-    cmd = [sys.executable, "-m", "runtime.tune", str(path), "--images", str(images), "--max-flip", f"{max_flip:g}"]
+    cmd = [sys.executable, "-m", "runtime.tune", str(path), "--images", str(images),
+           *tune_arguments(estimate() if estimate else None)]
     decoder, tail = codecs.getincrementaldecoder("utf-8")(errors="replace"), ""
     with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
         while chunk := proc.stdout.read1(4096):
@@ -255,7 +279,7 @@ def cached_tune(path: str | Path, images: str | Path, max_flip: float = MAX_FLIP
         lines = lines or [f"exit code {proc.returncode}"]
         reason = lines[-1] if proc.returncode > 0 else f"killed by signal {-proc.returncode} (out of memory?)"
         raise TuneFailed(f"runtime.tune of {path} failed: {reason.strip()}")
-    tuned = load_tuned(path)
+    tuned, why = load_tuned(path)
     if tuned is None:
-        raise TuneFailed(f"runtime.tune of {path} exited 0 but left no current tune file beside it")
+        raise TuneFailed(f"runtime.tune of {path} exited 0 but its result does not apply: {why}")
     return tuned

@@ -28,7 +28,6 @@ runtime's memory never loads it.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -86,7 +85,10 @@ def open_predictor(backend: str, path: str | Path):
 
 
 def openvino_installed() -> bool:
-    return importlib.util.find_spec("openvino") is not None
+    """Whether the runtime's OpenVINO backend can import openvino here."""
+    from runtime.backends import openvino_backend
+
+    return openvino_backend.available()
 
 
 @dataclass
@@ -132,7 +134,9 @@ def unavailable(backend: str) -> str | None:
         if not Path("/dev/nvidiactl").exists():
             return "TensorRT engines need an NVIDIA GPU (none on this machine)"
     if backend in ("ov", "ov-bf16") and not openvino_installed():
-        return "OpenVINO is not installed (pip install openvino)"
+        from runtime.backends.openvino_backend import NOT_INSTALLED
+
+        return NOT_INSTALLED
     if backend == "ov-bf16":
         from runtime.machine import has_bf16
 
@@ -198,7 +202,7 @@ def _runtime_runner(backend: str, path: Path, batch: int, predictor=None) -> Run
 
         info.update(providers=predictor.providers, onnxruntime=ort.__version__)
     if backend == "auto":
-        info["choice"] = dict(predictor.choice)
+        info["choice"] = predictor.choice.to_dict()
     run = predictor.backend.run
     if backend == "ort-prepost":
         image = photo()

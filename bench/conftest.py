@@ -72,7 +72,6 @@ SUITE_ORDER = ("test_peak", "test_profile", "test_latency", "test_memory", "test
 ASSUMED_EFFICIENCY = 0.25  # fraction of the matmul peak assumed when no latency was measured yet
 END_RESERVE_S = 30.0  # kept free in the budget for the end of the run: the second peak measurement, the JSON
 EXPORT_OVERHEAD_S = 20.0  # an export beyond its ~3 inferences (trace, reference, parity): load, checker, lint
-AGREEMENT_S = 20.0  # inference seconds one backend's mask agreement may take: slow models check fewer images
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -267,7 +266,9 @@ class Store:
         try:
             predictor, warm_s = self._open(backend, path)
         except BackendError as err:
-            pytest.skip(f"{backend}: {' '.join(str(err).split())}")
+            reason = " ".join(str(err).split())
+            self.record("unavailable", backend=backend, reason=reason)
+            pytest.skip(f"{backend}: {reason}")
         runner = make_runner(backend, subject, path, predictor=predictor)
         runner.warm_s = warm_s if subject.batch == 1 else None
         return runner
@@ -294,14 +295,13 @@ class Store:
 
     def calibration(self, subject: Subject, path: Path) -> tuple[list, list]:
         """(input batches, onnxruntime FP32 outputs) of the calibration images for the export
-        ``path``: as many of ``CALIBRATION_IMAGES`` as fit ``AGREEMENT_S`` at the estimated
-        inference time (at least one), computed once per export, untimed."""
+        ``path``: ``calibration_count`` of them at the estimated inference time, computed once
+        per export, untimed."""
         if path not in self._calibration:
-            from bench.artifacts import CALIBRATION_IMAGES
+            from bench.artifacts import calibration_count
             from export.calibration import input_batches
 
-            est = self.estimate_s(subject, REFERENCE_BACKEND)
-            count = max(1, min(CALIBRATION_IMAGES, int(AGREEMENT_S / max(est, 1e-9))))
+            count = calibration_count(self.estimate_s(subject, REFERENCE_BACKEND))
             reference, _ = self._open(REFERENCE_BACKEND, path)
             batches = input_batches(calibration_images(subject.size)[:count], reference.sidecar.preprocess)
             self._calibration[path] = (batches, [reference.backend.run(b) for b in batches])
@@ -317,14 +317,15 @@ class Store:
         found = agreement(reference, [runner.run_batch(b) for b in batches], threshold=threshold)
         return {**found.to_dict(), "reference": REFERENCE_BACKEND, "threshold": threshold}
 
-    def tuned(self, path: Path, size: int) -> dict[str, Any]:
+    def tuned(self, subject: Subject, path: Path) -> dict[str, Any]:
         """``runtime.tune``'s result for the export ``path`` (tuned now, in a child process, on
         the calibration images unless a current tune file is there); a failure is recorded once
         and skips this and every later test needing it."""
         if path not in self._tune_failures:
             try:
                 self.close_session()  # the child times backends: nothing of ours holds memory or threads
-                return cached_tune(path, calibration_folder(self.cache, size))
+                return cached_tune(path, calibration_folder(self.cache, subject.size),
+                                   estimate=lambda: self.estimate_s(subject, REFERENCE_BACKEND))
             except TuneFailed as err:
                 self._tune_failures[path] = str(err)
                 self.record("tune_failure", artifact=str(path), reason=str(err))
@@ -347,7 +348,7 @@ class Store:
         if backend in ONNX_BACKENDS:
             path = self.export(subject)
             if backend == "auto":
-                self.tuned(path, subject.size)
+                self.tuned(subject, path)
             return path
         artifact = self.artifact(subject.model, backend)
         if artifact is None:

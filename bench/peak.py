@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 PRECISIONS = ("fp32", "bf16")
-OV_HINTS = {"fp32": "f32", "bf16": "bf16"}  # INFERENCE_PRECISION_HINT per precision
 
 
 @dataclass(frozen=True)
@@ -105,9 +104,11 @@ def ov_matmul_gflops(n: int = 2048, calls: int = 4, repeats: int = 5, precision:
     import openvino as ov
     import openvino.opset13 as ops
 
+    from runtime.backends.openvino_backend import PRECISION_HINTS
+
     a, b = (ops.parameter([n, n], ov.Type.f32, name=name) for name in ("a", "b"))
     model = ov.Model([ops.matmul(a, b, False, False)], [a, b], "matmul")
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": OV_HINTS[precision],
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
                                                       "PERFORMANCE_HINT": "LATENCY"})
     request = compiled.create_infer_request()
     feeds = list(_inputs(n))

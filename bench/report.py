@@ -31,6 +31,7 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from runtime.atomic import mkstemp
+from runtime.tune import MAX_FLIP
 
 from .backends import DESCRIPTIONS, PRECISIONS
 from .papers import M2SFORMER_BACKBONES, M2SFORMER_BLOCKS, M2SFORMER_TABLE6, QMANET_TABLE10, TRANSFORENSICS_TABLE5, \
@@ -42,7 +43,7 @@ BACKEND_ORDER = ("torch", "compile", "ort", "ort-prepost", "ov", "ov-bf16", "aut
                  "torch-cuda", "ort-cuda")
 GOAL_SPEEDUP = 1.5  # the runtime's chosen FP32 CPU backend over PyTorch eager FP32 at batch 1, the project's goal
 GOAL_BF16_SPEEDUP = 2.5  # the chosen BF16 configuration over PyTorch eager FP32
-GOAL_MAX_FLIP = 1e-3  # ... with at most this share of mask pixels flipped against onnxruntime FP32
+GOAL_MAX_FLIP = MAX_FLIP  # ... with at most this share of mask pixels flipped against onnxruntime FP32 (the tuner's)
 FP32_PICKS = ("ort", "ov")  # the CPU FP32 runtime backends the FP32 pick is the fastest of (auto's when FP32)
 
 

@@ -219,3 +219,13 @@ def test_store_keeps_one_runtime_session_open(tmp_path):
     store.runner(subject, "torch")
     gc.collect()
     assert gone() is None and store._session is None
+
+
+def test_tune_arguments_keep_slow_models_short():
+    from bench.artifacts import calibration_count, tune_arguments
+
+    assert tune_arguments(None) == ["--n-images", "4"]
+    assert tune_arguments(0.01) == ["--n-images", "4", "--rounds", "10", "--warmup", "2"]
+    assert tune_arguments(4.0) == ["--n-images", "4", "--rounds", "5", "--warmup", "1"]
+    assert tune_arguments(20.0) == ["--n-images", "1", "--rounds", "3", "--warmup", "1"]  # TransForensics-like
+    assert [calibration_count(s) for s in (0.001, 6.0, 11.0, 60.0)] == [4, 3, 1, 1]

@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.artifacts import code_fingerprint, is_cached
+from bench.artifacts import artifact_stem, code_fingerprint, is_cached
+from export.exporters import DEFAULT_EXPORTER
 from bench.subject import Subject, is_profile_cached
 from runtime.tune import load_tuned
 
@@ -19,15 +20,16 @@ def test_prepare_then_a_budgeted_run(tmp_path):
                            "--bench-cache", str(cache)], cwd=ROOT, capture_output=True, text=True)
     assert prep.returncode == 0, prep.stderr[-2000:]
     assert "prepared" in prep.stdout and "export m2sformer 64px batch dynamic" in prep.stdout
-    assert "tune m2sformer 64px (runtime.tune, 4 calibration images)" in prep.stdout
+    assert "tune m2sformer 64px (runtime.tune, up to 4 calibration images)" in prep.stdout
     fingerprint = code_fingerprint()
     for batch in (1, "dynamic"):
         assert is_cached("m2sformer", cache, size=64, batch=batch, small=True, fingerprint=fingerprint)
     assert is_profile_cached(Subject("m2sformer", 64, 1, True), cache, fingerprint)
     assert is_profile_cached(Subject("m2sformer", 64, 1, True, None, (("encoder", "resnet50"),)), cache, fingerprint)
     exports = {p: p.stat().st_mtime_ns for p in cache.glob("*.onnx")}
-    tuned = load_tuned(cache / "m2sformer-small-64-b1.onnx")
+    tuned, _ = load_tuned(cache / f"{artifact_stem('m2sformer', 64, small=True, exporter=DEFAULT_EXPORTER)}.onnx")
     assert tuned is not None and tuned["choice"]["backend"] and len(list(cache.glob("*.tune.json"))) == 1
+    assert tuned["calibration"]["images"] == 4 and tuned["calibration"]["rounds"] == 10  # a fast model: all of them
     tune_files = {p: p.stat().st_mtime_ns for p in cache.glob("*.tune.json")}
 
     run_json = tmp_path / "run.json"
