@@ -138,10 +138,16 @@ def unavailable(backend: str) -> str | None:
 
         return NOT_INSTALLED
     if backend == "ov-bf16":
-        from runtime.machine import has_bf16
+        return bf16_unavailable()
+    return None
 
-        if not has_bf16():
-            return "this CPU has no native BF16 (neither AVX-512 BF16 nor AMX-BF16): OpenVINO would run it in FP32"
+
+def bf16_unavailable() -> str | None:
+    """Why BF16 is not measured on this machine (no native BF16 arithmetic), or None."""
+    from runtime.machine import has_bf16
+
+    if not has_bf16():
+        return "this CPU has no native BF16 (neither AVX-512 BF16 nor AMX-BF16)"
     return None
 
 

@@ -186,7 +186,8 @@ class Store:
     def peak_bf16(self):
         """The BF16 matmul peak, or a pytest skip on a CPU without native BF16."""
         if self._peak_bf16 is None:
-            from bench.peak import bf16_unavailable, machine_peak
+            from bench.backends import bf16_unavailable
+            from bench.peak import machine_peak
 
             why = bf16_unavailable()
             if why:
@@ -267,7 +268,7 @@ class Store:
             predictor, warm_s = self._open(backend, path)
         except BackendError as err:
             reason = " ".join(str(err).split())
-            self.record("unavailable", backend=backend, reason=reason)
+            self.record("unavailable", backend=backend, reason=f"{subject.label}: {reason}")
             pytest.skip(f"{backend}: {reason}")
         runner = make_runner(backend, subject, path, predictor=predictor)
         runner.warm_s = warm_s if subject.batch == 1 else None

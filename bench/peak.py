@@ -115,20 +115,11 @@ def ov_matmul_gflops(n: int = 2048, calls: int = 4, repeats: int = 5, precision:
     return gemm_rate(lambda: request.infer(feeds), n, calls, repeats)
 
 
-def bf16_unavailable() -> str | None:
-    """Why a BF16 peak is not measured on this machine, or None."""
-    from runtime.machine import has_bf16
-
-    if not has_bf16():
-        return "this CPU has no native BF16 (neither AVX-512 BF16 nor AMX-BF16)"
-    return None
-
-
 def machine_peak(sizes: tuple[int, ...] = (1024, 2048), calls: int = 4, repeats: int = 5,
                  precision: str = "fp32") -> Peak:
     """The highest CPU GEMM rate in ``precision`` over ``sizes`` and the libraries (module
     docstring); for bf16, a ValueError on a CPU without native BF16."""
-    from bench.backends import openvino_installed
+    from bench.backends import bf16_unavailable, openvino_installed
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -165,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--n, --calls and --repeats must be positive")
     fp32 = machine_peak((args.n,), args.calls, args.repeats)
     print(f"FP32 matmul peak: {fp32.gflops:.1f} GFLOP/s ({asdict(fp32)})")
+    from bench.backends import bf16_unavailable
+
     why = bf16_unavailable()
     if why:
         print(f"BF16 matmul peak: not measured ({why})")

@@ -170,7 +170,8 @@ def test_machine_peak_is_the_best_gemm_of_torch_onnxruntime_and_openvino():
 
 def test_bf16_peak_is_the_best_of_torch_and_openvino():
     from bench.backends import openvino_installed
-    from bench.peak import bf16_unavailable, machine_peak
+    from bench.backends import bf16_unavailable
+    from bench.peak import machine_peak
 
     why = bf16_unavailable()
     if why:

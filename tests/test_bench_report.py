@@ -131,7 +131,7 @@ def test_cpu_deployment_backends_agreement_and_choice(small_run):
 
 
 def test_run_measures_the_bf16_peak_next_to_fp32(small_run):
-    from bench.peak import bf16_unavailable
+    from bench.backends import bf16_unavailable
 
     records = small_run["json"]["imlkit"]["records"]
     peaks = {(r["precision"], r["phase"]): r for r in records if r["kind"] == "peak"}
