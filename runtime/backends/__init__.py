@@ -83,7 +83,9 @@ def resolve(path: str | os.PathLike, backend: str = "auto", precision: str | Non
     precision reads the tuning beside an ONNX file (``runtime.tune.load_tuned``: ignored when
     absent, for another file, or from a machine with another fingerprint); ``"auto"`` with a
     precision takes the first backend that runs it here (onnxruntime for the file's own
-    precision, else OpenVINO)."""
+    precision, else OpenVINO). ``sha256``: the file's digest where the caller has checked it
+    already (the Predictor, against the sidecar), so the tuning is matched without hashing the
+    file again."""
     _check_choice(backend, precision)
     p = Path(path)
     engine = p.suffix.lower() in TENSORRT_SUFFIXES
