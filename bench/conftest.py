@@ -6,6 +6,11 @@ Options (all comma lists where plural):
                         auto and the GPU ones, which skip without a GPU; ort-fp16 / ort-int8 / tensorrt-* with
                         --artifacts)
   --small               the models' small test configurations at their small sizes (for tests)
+  --subjects SPECS      what the core suites (latency, memory, file sizes) measure of a model, as
+                        MODEL[VARIANT]@SIZE (e.g. transforensics[c3]@512,transforensics[c2]@256): a model
+                        named here is measured as these subjects instead of its paper build and size; the
+                        others keep theirs (default: every model at its paper size). A model named only
+                        here joins --models
   --batches N,...       batch sweep sizes (default 2,4; batch 1 is the latency suite)
   --sizes N,...         scaling sizes (default 256,384,512,768,1024; with --small: small size x1, x2)
   --bench-time S        seconds of timed rounds per benchmark (default 5)
@@ -100,12 +105,22 @@ def parse_models(text: str) -> list[str]:
     return list(dict.fromkeys(models)) or list_models()
 
 
+def parse_subjects(text: str, small: bool = False) -> list[Subject]:
+    """``--subjects``: comma list of ``MODEL[VARIANT]@SIZE`` (``Subject.parse_list``)."""
+    try:
+        return Subject.parse_list(text, small=small)
+    except ValueError as err:
+        raise pytest.UsageError(f"--subjects: {err}") from None
+
+
 def pytest_addoption(parser):
     group = parser.getgroup("imlkit", "imlkit benchmark suites")
     group.addoption("--models", default="", help="comma list of registered models or package.module:factory "
                     "import paths (default: all registered)")
     group.addoption("--backends", default="", help="comma list of backends (default: all core and GPU ones)")
     group.addoption("--small", action="store_true", help="small test configurations at their small sizes")
+    group.addoption("--subjects", default="", help="comma list of MODEL[VARIANT]@SIZE the core suites measure "
+                    "instead of those models' paper build and size")
     group.addoption("--batches", default="2,4", help="batch sweep sizes (default 2,4)")
     group.addoption("--sizes", default="", help="scaling input sizes (default 256,384,512,768,1024)")
     group.addoption("--bench-time", type=float, default=5.0, help="seconds of timed rounds per benchmark")
@@ -139,6 +154,7 @@ class Store:
     artifacts: list[Artifact]
     artifact_problems: list[str]
     fingerprint: str
+    subjects: list[Subject] = field(default_factory=list)  # the core suites': paper subjects unless --subjects
     budget_s: float | None = None
     exporter: str | None = None  # None: export.onnx's default
     started: float = field(default_factory=time.monotonic)
@@ -203,13 +219,19 @@ class Store:
         return self._gmacs[subject]
 
     def estimate_s(self, subject: Subject, backend: str) -> float:
-        """Expected seconds of one inference: the measured batch-1 paper-size latency of the same
-        model and backend scaled by MACs, else MACs at ASSUMED_EFFICIENCY of the matmul peak."""
-        base = Subject(subject.model, Subject.paper(subject.model, subject.small).size, 1, subject.small,
-                       subject.variant, subject.options)
-        measured = self.latency.get((base, backend)) or self.latency.get((base, "torch"))
-        if measured is not None:
-            return measured * self.gmacs(subject) / max(self.gmacs(base), 1e-12)
+        """Expected seconds of one inference: a measured batch-1 latency scaled by MACs (on
+        ``backend``, else eager; of the same build at any size first, else of the model in
+        any build), else MACs at ASSUMED_EFFICIENCY of the matmul peak."""
+        def same_build(s: Subject) -> bool:
+            return (s.variant, s.options) == (subject.variant, subject.options)
+
+        for want in (backend, "torch"):
+            known = [(s, t) for (s, b), t in self.latency.items() if b == want and s.batch == 1
+                     and s.model == subject.model and s.small == subject.small]
+            known.sort(key=lambda st: (not same_build(st[0]), abs(st[0].size - subject.size)))
+            if known:
+                base, measured = known[0]
+                return measured * self.gmacs(subject) / max(self.gmacs(base), 1e-12)
         return 2.0 * self.gmacs(subject) / (self.peak().gflops * ASSUMED_EFFICIENCY)
 
     def timed_s(self, subject: Subject, backend: str) -> float:
@@ -365,7 +387,12 @@ STORE_KEY = pytest.StashKey[Store]()
 def pytest_configure(config):
     if not hasattr(config.option, "models"):
         return
+    subjects = parse_subjects(config.option.subjects, config.option.small)
     models = parse_models(config.option.models)
+    models += [m for m in dict.fromkeys(s.model for s in subjects) if m not in models]
+    named = {s.model for s in subjects}
+    subjects = [s for m in models for s in ([t for t in subjects if t.model == m] if m in named
+                                            else [Subject.paper(m, small=config.option.small)])]
     artifacts, problems = discover(config.option.artifacts, models)
     extra = sorted({a.backend for a in artifacts})
     allowed = list(CORE_BACKENDS) + list(GPU_BACKENDS) + extra
@@ -390,7 +417,7 @@ def pytest_configure(config):
     use_inductor_cache(cache, _USER_INDUCTOR_CACHE)
     config.stash[STORE_KEY] = Store(models, backends, small, _ints(config.option.batches, "--batches"), sizes, plan,
                                     config.option.point_limit, cache, artifacts, problems, code_fingerprint(),
-                                    budget_s=config.option.budget * 60 or None, exporter=config.option.exporter)
+                                    subjects=subjects, budget_s=config.option.budget * 60 or None, exporter=config.option.exporter)
 
 
 @pytest.fixture(scope="session")
@@ -404,6 +431,8 @@ def pytest_generate_tests(metafunc):
         return
     if "model" in metafunc.fixturenames:
         metafunc.parametrize("model", store.models)
+    if "subject" in metafunc.fixturenames:
+        metafunc.parametrize("subject", store.subjects, ids=[f"{s.label}-{s.size}" for s in store.subjects])
     if "profile_point" in metafunc.fixturenames:
         if store.small:
             points = [Subject.paper(m, small=True) for m in store.models]
@@ -440,7 +469,7 @@ def pytest_report_header(config):
     if store is None:
         return None
     budget = f"{store.budget_s / 60:g} min" if store.budget_s else "none"
-    lines = [f"imlkit bench: models {', '.join(store.models)}; backends {', '.join(store.backends)}; "
+    lines = [f"imlkit bench: subjects {', '.join(f'{s.label}@{s.size}' for s in store.subjects)}; backends {', '.join(store.backends)}; "
              f"small={store.small}; plan {store.plan}; budget {budget}; cache {store.cache}"]
     lines += [f"imlkit bench: skipped artifact {p}" for p in store.artifact_problems]
     return lines
@@ -466,7 +495,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
             store.record("peak", phase="end", **machine_peak(precision=measured.precision).__dict__)
     output_json["imlkit"] = {
         "schema": 1,
-        "models": store.models, "backends": store.backends, "small": store.small,
+        "models": store.models, "subjects": [s.as_dict() for s in store.subjects], "backends": store.backends, "small": store.small,
         "plan": store.plan.__dict__, "point_limit": store.point_limit, "budget_s": store.budget_s,
         "wall_s": time.monotonic() - store.started,
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__,

@@ -52,7 +52,10 @@ def _maxrss_mib() -> float:
 
 def _child(subject_json: str, backend: str, onnx: str | None, calls: int) -> dict[str, Any]:
     t0 = time.perf_counter()
-    if backend.startswith("ort") or backend.startswith("tensorrt"):
+    if backend.startswith("ov") or backend == "auto":
+        import runtime.predictor  # noqa: F401
+        import openvino  # noqa: F401
+    elif backend.startswith("ort") or backend.startswith("tensorrt"):
         import runtime.predictor  # noqa: F401
         import onnxruntime  # noqa: F401
     else:

@@ -37,10 +37,15 @@ class Item:
 
 
 def plan(models: list[str], cache: Path, small: bool = False, compile: bool = True,
-         exporter: str | None = None, tune: bool = True) -> list[Item]:
-    """The work items for ``models``, in run order (``exporter`` None: export.onnx's default)."""
+         exporter: str | None = None, tune: bool = True, subjects: list | None = None,
+         core: bool = False) -> list[Item]:
+    """The work items for ``models``, in run order (``exporter`` None: export.onnx's default).
+    ``subjects`` (``bench.subject.Subject``): what the core suites measure of the models they
+    name, instead of the paper build and size (as ``pytest bench/ --subjects``); ``core``: only
+    what the core suites need (the subjects' exports, tuning, profiles and compiled kernels and
+    the papers' profile points), not the optional points' (dynamic-batch export, variants,
+    encoder ablation)."""
     from bench.artifacts import CALIBRATION_IMAGES, cached_export, code_fingerprint
-    from bench.memory import measure_backend
     from bench.papers import M2SFORMER_BACKBONES, profile_points
     from bench.subject import Subject, cached_profile, is_default_variant
     from train.models import get_spec
@@ -59,23 +64,35 @@ def plan(models: list[str], cache: Path, small: bool = False, compile: bool = Tr
 
     for model in models:
         base = Subject.paper(model, small=small)
-        items.append(export(base))
-        if tune:  # the export item returns the cached file at once now
-            label = f"tune {base.label} {base.size}px (runtime.tune, up to {CALIBRATION_IMAGES} calibration images)"
-            items.append(Item(label, lambda made=items[-1], base=base: _tune(base, made.run(), cache)))
-        items.append(export(base, "dynamic"))
-        for variant in sorted(get_spec(model).variants):
-            if not is_default_variant(model, variant):
-                items.append(export(Subject.paper(model, small=small, variant=variant)))
+        measured = [s for s in subjects or () if s.model == model] or [base]
+        for subject in measured:
+            items.append(export(subject))
+            if tune:  # the export item returns the cached file at once now
+                label = (f"tune {subject.label} {subject.size}px (runtime.tune, up to {CALIBRATION_IMAGES} "
+                         "calibration images)")
+                items.append(Item(label, lambda made=items[-1], subject=subject: _tune(subject, made.run(), cache)))
+        if not core:  # the optional points' exports
+            items.append(export(base, "dynamic"))
+            for variant in sorted(get_spec(model).variants):
+                if not is_default_variant(model, variant):
+                    items.append(export(Subject.paper(model, small=small, variant=variant)))
         sizes = [base.size] if small else sorted({s for m, s in profile_points() if m == model})
-        items += [profile(Subject(model, s, 1, small)) for s in sizes]
-        if model == "m2sformer":
+        items += [profile(Subject(model, s, 1, small)) for s in sizes]  # test_profile's points (a core suite)
+        items += [profile(s) for s in measured if s != base and s not in [Subject(model, z, 1, small) for z in sizes]]
+        if model == "m2sformer" and not core:
             items += [profile(Subject(model, base.size, 1, small, None, (("encoder", row.encoder),)))
                       for row in M2SFORMER_BACKBONES.rows if row.encoder]
         if compile:
-            items.append(Item(f"torch.compile {base.label} {base.size}px (fresh process, inductor cache)",
-                              lambda base=base: measure_backend(base, "compile")))
+            items += [_compile(s) for s in measured]
     return items
+
+
+def _compile(subject) -> Item:
+    """One torch.compile of ``subject`` in a fresh process: fills the inductor cache the run reuses."""
+    from bench.memory import measure_backend
+
+    return Item(f"torch.compile {subject.label} {subject.size}px (fresh process, inductor cache)",
+                lambda: measure_backend(subject, "compile"))
 
 
 def _tune(subject, path: Path, cache: Path) -> dict:
@@ -100,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.prepare", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="", help="comma list of registered models (default: all)")
     parser.add_argument("--small", action="store_true", help="the small test configurations")
+    parser.add_argument("--subjects", default="", help="comma list of MODEL[VARIANT]@SIZE the core suites measure "
+                        "instead of those models' paper build and size (as pytest bench/ --subjects)")
+    parser.add_argument("--core", action="store_true",
+                        help="only what the core suites need, not the optional points (variants, sweeps, ablation)")
     parser.add_argument("--bench-cache", type=Path, default=DEFAULT_CACHE, help="cache folder (as pytest bench/)")
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile's cache cold")
     parser.add_argument("--no-tune", action="store_true",
@@ -115,13 +136,20 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in models if m not in known]
     if unknown:
         parser.error(f"--models: unknown {', '.join(unknown)}; registered: {', '.join(known)}")
+    from bench.subject import Subject
+
+    try:
+        subjects = Subject.parse_list(args.subjects, small=args.small)
+    except ValueError as err:
+        parser.error(f"--subjects: {err}")
+    models += [m for m in dict.fromkeys(s.model for s in subjects) if m not in models]
     args.bench_cache.mkdir(parents=True, exist_ok=True)
     use_inductor_cache(args.bench_cache, _USER_INDUCTOR_CACHE)
 
     from tqdm import tqdm
 
     items = plan(models, args.bench_cache, small=args.small, compile=not args.no_compile, exporter=args.exporter,
-                 tune=not args.no_tune)
+                 tune=not args.no_tune, subjects=subjects, core=args.core)
     start = time.perf_counter()
     bar = tqdm(items, desc="prepare", unit="item", file=sys.stderr)
     for item in bar:

@@ -266,6 +266,13 @@ class Report:
     def paper_rows(self, run: Run) -> list[dict[str, Any]]:
         return [r for r in run.latency if r.get("suite") == "paper"]
 
+    def subjects(self, run: Run) -> list[tuple[str, int | None]]:
+        """(label, size) of what the run's core suites measured, in run order: its paper-suite
+        rows, then any model of the run without one (size None: nothing measured)."""
+        keys = list(dict.fromkeys((r["label"], r["size"]) for r in self.paper_rows(run)))
+        named = {r.get("model", label) for label, _ in keys for r in self.paper_rows(run) if r["label"] == label}
+        return keys + [(m, None) for m in run.meta.get("models", []) if m not in named]
+
     def add(self, *lines: str) -> None:
         self.lines.extend(lines)
 
@@ -315,11 +322,11 @@ class Report:
         self.add(md(["run", "date", "machine", "torch threads", "versions", "models", "small configs",
                      "matmul peak GFLOP/s FP32 / BF16", "wall min (budget)"], rows), "")
 
-    def picks(self, run: Run, label: str) -> tuple[dict | None, dict | None]:
-        """(FP32 pick, BF16 pick) of a model's paper-size rows: ``auto``'s row where the runtime
-        chose that precision, else the fastest measured CPU runtime backend in it (FP32: ``ort``,
-        ``ov``; BF16: any BF16 row, i.e. ``ov-bf16``)."""
-        rows = [r for r in self.paper_rows(run) if r["label"] == label]
+    def picks(self, run: Run, label: str, size: int | None = None) -> tuple[dict | None, dict | None]:
+        """(FP32 pick, BF16 pick) of a subject's latency-suite rows: ``auto``'s row where the
+        runtime chose that precision, else the fastest measured CPU runtime backend in it (FP32:
+        ``ort``, ``ov``; BF16: any BF16 row, i.e. ``ov-bf16``)."""
+        rows = [r for r in self.paper_rows(run) if r["label"] == label and (size is None or r["size"] == size)]
         auto = next((r for r in rows if r["backend"] == "auto"), None)
         out = []
         for precision, pool in (("fp32", [r for r in rows if r["backend"] in FP32_PICKS]),
@@ -353,14 +360,17 @@ class Report:
                     "were not compared with onnxruntime FP32." if flipped is None else
                     f"flip {flipped:.2e} of the pixels against onnxruntime FP32 on {agree.get('images')} calibration "
                     f"image(s), above the {GOAL_MAX_FLIP:g} budget (mask IoU {agree.get('mask_iou', 0):.4f}, "
-                    f"{agree.get('decided_iou', 0):.4f} over the pixels FP32 decides with a margin)."))
+                    f"{agree.get('decided_iou', 0):.4f} over the pixels FP32 decides with a margin)"
+                    + (f"; {agree['decided_flipped']:.2e} of the pixels flip although FP32 decides them, the rest "
+                       f"are among the {agree['undecided']:.2e} FP32 puts within 1e-3 of the threshold"
+                       if "decided_flipped" in agree else "") + "."))
         elif eager and "ov-bf16" in run.meta.get("backends", []):
             why = next((r["reason"] for r in run.recs("unavailable") if r.get("backend") == "ov-bf16"), None)
             notes.append(f"- {model}: no BF16 configuration measured" + (f" (ov-bf16: {why})." if why else "."))
         return notes
 
     def section_headline(self, run: Run) -> None:
-        self.add(f"## Headline: each model at its paper size, batch 1 ({run.name})", "",
+        self.add(f"## Headline: each model at its paper size (or the run's --subjects), batch 1 ({run.name})", "",
                  f"Goals: the FP32 pick (the runtime's choice where `auto` chose FP32, else the fastest of "
                  f"{', '.join(f'`{b}`' for b in FP32_PICKS)}) at least {GOAL_SPEEDUP}x PyTorch eager FP32; the BF16 "
                  f"pick (`auto` where it chose BF16, else `ov-bf16`) at least {GOAL_BF16_SPEEDUP}x with at most "
@@ -369,10 +379,10 @@ class Report:
         peak, peak16 = run.peak_gflops("fp32"), run.peak_gflops("bf16")
         imports = {r["stack"]: r for r in run.recs("import")}
         rows, notes = [], []
-        for model in run.meta.get("models", []):
-            eager = self._row(run, model, "torch")
-            by = {b: self._row(run, model, b) for b in ("compile", "ort", "ov", "ov-bf16", "auto")}
-            fp32, bf16 = self.picks(run, model)
+        for model, at in self.subjects(run):  # model: the subject's label (variant in brackets)
+            eager = self._row(run, model, "torch", at)
+            by = {b: self._row(run, model, b, at) for b in ("compile", "ort", "ov", "ov-bf16", "auto")}
+            fp32, bf16 = self.picks(run, model, at)
             any_row = eager or fp32 or bf16 or {}
             size, macs = any_row.get("size"), any_row.get("gmacs_fvcore")
             sp = eager["p50_s"] / fp32["p50_s"] if eager and fp32 else None
@@ -383,7 +393,7 @@ class Report:
             f16 = flips(bf16)
             goal16 = "-" if sp16 is None else ("meets" if sp16 >= GOAL_BF16_SPEEDUP and f16 is not None
                                                and f16 <= GOAL_MAX_FLIP else "**misses**")
-            mem = {b: run.memory(model, b, size) for b in ("torch", "compile", "ort")}
+            mem = {b: run.memory(model, b, size) for b in ("torch", "compile", "ort", "ov", "ov-bf16")}
 
             def frac(r, p=peak):
                 return f"{100 * 2 * macs / r['p50_s'] / p:.0f}%" if r and macs and p else "-"
@@ -397,11 +407,11 @@ class Report:
                          num(spc) + ("x" if spc else ""),
                          " / ".join(num(mem[b] and mem[b]["peak_rss_mib"], ".0f") for b in mem),
                          frac(eager), frac(fp32), frac(bf16, peak16)])
-            notes += self.goal_notes(run, model, eager, fp32, bf16, macs)
+            notes += self.goal_notes(run, model if at is None else f"{model} at {at}", eager, fp32, bf16, macs)
         self.add(md(["model", "size", "params M", "GMACs", "eager ms", "compile ms", "ort ms", "ov ms", "ov-bf16 ms",
                      "auto ms", "auto's choice", "FP32 pick vs eager", "FP32 flips", f"goal {GOAL_SPEEDUP}x",
                      "BF16 pick vs eager", "BF16 flips", f"goal {GOAL_BF16_SPEEDUP}x, flips <= {GOAL_MAX_FLIP:g}",
-                     "ort vs compile", "peak RSS MiB eager / compile / ort", "eager % of peak", "FP32 pick % of peak",
+                     "ort vs compile", "peak RSS MiB eager / compile / ort / ov / ov-bf16", "eager % of peak", "FP32 pick % of peak",
                      "BF16 pick % of BF16 peak"], rows), "")
         if imports.get("runtime") and imports.get("torch"):
             rt, th = imports["runtime"], imports["torch"]
@@ -413,8 +423,9 @@ class Report:
                      f"{th['installed_mib'] / rt['installed_mib']:.1f}x larger on disk).", "")
         self.add(*notes, "" if notes else "")
 
-    def _row(self, run: Run, label: str, backend: str):
-        return next((r for r in self.paper_rows(run) if r["label"] == label and r["backend"] == backend), None)
+    def _row(self, run: Run, label: str, backend: str, size: int | None = None):
+        return next((r for r in self.paper_rows(run) if r["label"] == label and r["backend"] == backend
+                     and (size is None or r["size"] == size)), None)
 
     def section_papers(self) -> None:
         self.add("## Our models against their published figures", "",
@@ -451,10 +462,10 @@ class Report:
                  "probability difference. Threads: the backend's own as configured (`spin`: its pool spins "
                  "between calls).", "")
         rows = []
-        for label in dict.fromkeys(r["label"] for r in rows_all):
-            eager, ort = self._row(run, label, "torch"), self._row(run, label, "ort")
+        for label, size in self.subjects(run):
+            eager, ort = self._row(run, label, "torch", size), self._row(run, label, "ort", size)
             for b in backends:
-                r = self._row(run, label, b)
+                r = self._row(run, label, b, size) if size is not None else None
                 if r is None:
                     continue
                 sp = eager["p50_s"] / r["p50_s"] if eager else None
@@ -477,14 +488,15 @@ class Report:
         import matplotlib.pyplot as plt
         import numpy as np
 
-        labels = list(dict.fromkeys(r["label"] for r in rows_all))
+        keys = [k for k in self.subjects(run) if k[1] is not None]
+        labels = [f"{lab} {size}" for lab, size in keys]
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
         width = 0.8 / max(len(backends), 1)
         x = np.arange(len(labels))
         for i, b in enumerate(backends):
-            vals = [(self._row(run, lab, b) or {}).get("p50_s") for lab in labels]
+            vals = [(self._row(run, lab, b, size) or {}).get("p50_s") for lab, size in keys]
             ax1.bar(x + i * width, [v * 1e3 if v else 0 for v in vals], width, label=b)
-            eager = [(self._row(run, lab, "torch") or {}).get("p50_s") for lab in labels]
+            eager = [(self._row(run, lab, "torch", size) or {}).get("p50_s") for lab, size in keys]
             ax2.bar(x + i * width, [e / v if v and e else 0 for v, e in zip(vals, eager)], width, label=b)
         for ax, title in ((ax1, "p50 latency (ms, log)"), (ax2, "speed-up vs PyTorch eager")):
             ax.set_xticks(x + width * (len(backends) - 1) / 2, labels, rotation=20)
@@ -499,7 +511,8 @@ class Report:
         return fig
 
     def section_memory(self, run: Run) -> None:
-        recs = [r for r in run.recs("memory") if not r.get("variant")]
+        recs = [r for r in run.recs("memory")  # the core suite's (older runs: those without a variant)
+                if r.get("suite", "variant" if r.get("variant") else "core") == "core"]
         self.add(f"## Memory ({run.name})", "")
         if not recs:
             self.add("_no memory measured_", "")
@@ -520,12 +533,13 @@ class Report:
         import matplotlib.pyplot as plt
         import numpy as np
 
-        labels = list(dict.fromkeys(r["label"] for r in recs))
+        keys = list(dict.fromkeys((r["label"], r["size"]) for r in recs))
+        labels = [f"{lab} {size}" for lab, size in keys]
         backends = backends_in(recs)
         fig, ax = plt.subplots(figsize=(10, 4))
         width = 0.8 / max(len(backends), 1)
         for i, b in enumerate(backends):
-            vals = [(run.memory(lab, b) or {}).get("peak_rss_mib", 0) for lab in labels]
+            vals = [(run.memory(lab, b, size) or {}).get("peak_rss_mib", 0) for lab, size in keys]
             ax.bar(np.arange(len(labels)) + i * width, vals, width, label=b)
         ax.set_xticks(np.arange(len(labels)) + width * (len(backends) - 1) / 2, labels, rotation=20)
         ax.set_ylabel("peak RSS (MiB)")

@@ -13,11 +13,14 @@ import hashlib
 import inspect
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 SEED = 0
+SUBJECT_SYNTAX = "MODEL[VARIANT]@SIZE (variant and size optional), e.g. transforensics[c3]@512"
+_SUBJECT = re.compile(r"^(?P<model>[^\[\]@]+?)(?:\[(?P<variant>[^\[\]@]+)\])?(?:@(?P<size>[^@]+))?$")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,43 @@ class Subject:
         spec = get_spec(model)
         return cls(model, spec.small_size if small else spec.input_size, batch, small, variant,
                    tuple(sorted(options.items())))
+
+    @classmethod
+    def parse(cls, text: str, small: bool = False) -> "Subject":
+        """A subject from ``MODEL[VARIANT]@SIZE`` (``SUBJECT_SYNTAX``): a registered model or
+        import path, one of its named variants, a positive input size (default: the paper's, or
+        the small configuration's with ``small``). ValueError, in one line, for anything else."""
+        from train.models import get_spec
+        from train.models.external import model_argument
+
+        found = _SUBJECT.match(text.strip())
+        if not found:
+            raise ValueError(f"{text!r} is not {SUBJECT_SYNTAX}")
+        try:
+            model = model_argument(found["model"].strip())
+        except Exception as err:  # argparse.ArgumentTypeError: the resolver's one line
+            raise ValueError(f"{text!r}: {err}") from None
+        variant = found["variant"] and found["variant"].strip().lower()
+        if variant is not None and variant not in get_spec(model).variants:
+            known = ", ".join(sorted(get_spec(model).variants)) or "none"
+            raise ValueError(f"{text!r}: {model} has no variant {variant!r} (known: {known})")
+        size = found["size"]
+        if size is not None and not (size.strip().isdigit() and int(size) > 0):
+            raise ValueError(f"{text!r}: the size after @ must be a positive integer, got {size!r}")
+        base = cls.paper(model, small=small, variant=variant)
+        return base if size is None else cls(model, int(size), 1, small, variant)
+
+    @classmethod
+    def parse_list(cls, text: str, small: bool = False) -> list["Subject"]:
+        """A comma list of ``parse``'s specs, duplicates dropped; ValueError names the bad spec."""
+        subjects = []
+        for spec in (t for t in text.split(",") if t.strip()):
+            try:
+                subjects.append(cls.parse(spec, small=small))
+            except ValueError as err:
+                hint = "" if SUBJECT_SYNTAX in str(err) else f" (expected {SUBJECT_SYNTAX})"
+                raise ValueError(f"{err}{hint}") from None
+        return list(dict.fromkeys(subjects))
 
     @property
     def label(self) -> str:

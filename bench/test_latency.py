@@ -1,4 +1,4 @@
-"""Latency of every model at its paper input size, batch 1, on every backend available:
+"""Latency of every model at its paper input size (or the subjects ``--subjects`` names), batch 1, on every backend available:
 calibrated rounds after warm-up, p50/p90/p99 in the benchmark's extra_info. ``ort-prepost``
 (the runtime end to end on a photo) is an optional point: for a model whose inference is
 estimated above ``--point-limit`` the pre/post-processing is a rounding error of the ``ort``
@@ -6,14 +6,12 @@ figure, and its rounds would cost minutes. ``ov``, ``ov-bf16`` and ``auto`` also
 their timed rounds, how their masks agree with onnxruntime FP32's on the calibration images
 (extra_info "agreement"); ``auto`` records the runtime's choice."""
 from bench.backends import AGREEMENT_BACKENDS, DESCRIPTIONS, PRECISIONS, cuda_peak_mib
-from bench.subject import Subject
 from bench.timing import run_benchmark
 
 
-def test_latency(benchmark, store, model, backend):
-    subject = Subject.paper(model, small=store.small)
+def test_latency(benchmark, store, subject, backend):
     if backend == "ort-prepost":
-        store.skip_if_costly(subject, "ort", f"{model} end to end through runtime.Predictor")
+        store.skip_if_costly(subject, "ort", f"{subject.label} end to end through runtime.Predictor")
     runner = store.runner(subject, backend)
     benchmark.group = f"latency {subject.label} {subject.size}px b{subject.batch}"
     try:

@@ -39,4 +39,4 @@ def test_variant_memory(store, variant_subject, backend):
     store.close_session()
     rec = measure_backend(variant_subject, backend, store.path_for(variant_subject, backend))
     assert rec["peak_rss_mib"] > 0
-    store.record("memory", **variant_subject.as_dict(), **rec)
+    store.record("memory", suite="variant", **variant_subject.as_dict(), **rec)

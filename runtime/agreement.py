@@ -9,7 +9,9 @@ decides with a margin (|prob - threshold| > ``margin``, default 1e-3): a pixel t
 itself puts within a rounding error of the threshold may flip under any change of
 arithmetic, and untrained (random-weight) models put a good share of their pixels there
 (measured: up to 3.6% within 1e-3 of 0.5 on the small seed models), so that IoU says whether
-reduced precision changes masks, not whether the model is undecided.
+reduced precision changes masks, not whether the model is undecided. ``decided_flipped`` is the
+share of all pixels that flip although the reference decides them (``flipped`` minus the flips
+of undecided pixels), ``undecided`` the share the reference leaves within the margin.
 (Accuracy against ground truth is ``train.metrics``' business.)
 """
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Agreement:
     decided_iou: float  # the same over pixels the reference decides with a margin
     flipped: float  # share of pixels whose mask value differs
     images: int
+    decided_flipped: float = 0.0  # share of pixels that differ although the reference decides them
+    undecided: float = 0.0  # share of pixels the reference puts within the margin of the threshold
 
     def within(self, max_prob_diff: float, min_iou: float) -> bool:
         """Probability maps within ``max_prob_diff`` everywhere and decided masks within ``min_iou``."""
@@ -43,7 +47,8 @@ class Agreement:
         return (f"max |prob diff| {self.max_abs_prob:.2e}, mean {self.mean_abs_prob:.2e}, "
                 f"max |score diff| {self.max_abs_score:.2e}, mask IoU {self.mask_iou:.4f} "
                 f"(decided pixels {self.decided_iou:.4f}), "
-                f"flipped pixels {100 * self.flipped:.3f}% ({self.images} image(s))")
+                f"flipped pixels {100 * self.flipped:.3f}% ({100 * self.decided_flipped:.3f}% decided ones; "
+                f"{self.images} image(s))")
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -72,5 +77,7 @@ def agreement(reference: Sequence[dict[str, np.ndarray]], candidate: Sequence[di
         decided_iou=mask_iou(ref_m[decided], can_m[decided]),
         flipped=float((ref_m != can_m).mean()),
         images=int(ref_p.shape[0]),
+        decided_flipped=float(((ref_m != can_m) & decided).mean()),
+        undecided=float((~decided).mean()),
     )
 

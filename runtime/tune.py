@@ -253,8 +253,8 @@ def tune(model: str | os.PathLike, images: str | os.PathLike | None = None, *, m
                     if reference is None:
                         reference = outputs
                     agree = agreement([reference], [outputs], threshold=float(sidecar.threshold))
-                    row.update(flipped=agree.flipped, mask_iou=agree.mask_iou, max_abs_prob=agree.max_abs_prob,
-                               ok=agree.flipped <= max_flip)
+                    row.update(flipped=agree.flipped, decided_flipped=agree.decided_flipped,
+                               mask_iou=agree.mask_iou, max_abs_prob=agree.max_abs_prob, ok=agree.flipped <= max_flip)
                 rows.append(row)
                 if progress:
                     bar.write(_describe(row))
@@ -278,7 +278,8 @@ def _describe(row: dict[str, Any]) -> str:
     if "error" in row:
         return f"{name:22s} failed: {row['error']}"
     verdict = "ok" if row["ok"] else "over the mask budget"
-    return (f"{name:22s} p50 {1e3 * row['p50_s']:9.1f} ms  flipped {row['flipped']:.2e}  "
+    return (f"{name:22s} p50 {1e3 * row['p50_s']:9.1f} ms  flipped {row['flipped']:.2e} "
+            f"(decided {row['decided_flipped']:.2e})  "
             f"IoU {row['mask_iou']:.4f}  max prob diff {row['max_abs_prob']:.2e}  {verdict}")
 
 
