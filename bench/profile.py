@@ -145,11 +145,17 @@ def profile(name: str, size: int | None = None, small: bool = False, variant: st
     size = build.check(size)
     torch.manual_seed(0)
     model = build.build(size, for_weights=True).eval()  # weights do not change the counts: nothing fetched
+    return profile_model(model, spec.name, size)
+
+
+def profile_model(model: torch.nn.Module, name: str, size: int) -> Profile:
+    """Params and MACs of an already built ``model`` (registered as ``name``) at ``size``: a
+    checkpoint's model is counted as loaded, without building it a second time."""
     per_module: dict[str, float] = {}
     fv, tc = count_macs(model, torch.rand(1, 3, size, size), per_module)
     components = {name: (count_params(child) / 1e6, per_module.get(name, 0.0) / 1e9)
                   for name, child in components_of(model)[1].named_children()}
-    return Profile(spec.name, size, count_params(model) / 1e6, fv / 1e9, tc / 1e9, components)
+    return Profile(name, size, count_params(model) / 1e6, fv / 1e9, tc / 1e9, components)
 
 
 def _delta(ours: float, paper: float | None) -> str:
@@ -232,16 +238,18 @@ def main(argv: list[str] | None = None) -> int:
     check_size(args.size)
     if args.model:
         resolve_model(args.model, mean=args.mean, std=args.std)
+    loaded = None
     if args.checkpoint:  # the build and size it records, checked against the flags
-        _, config = model_from_checkpoint(args.checkpoint, args.model, small=args.small or None,
-                                          variant=args.variant, options=options, size=args.size)
+        loaded, config = model_from_checkpoint(args.checkpoint, args.model, small=args.small or None,
+                                               variant=args.variant, options=options, size=args.size)
         build, size = ModelBuild.from_config(config), config["size"]
     elif args.model:
         build, size = ModelBuild(args.model, args.small, args.variant, options), args.size
     else:
         parser.error("--model is required without --checkpoint")
     try:
-        result = profile(build.name, size, build.small, build.variant, **build.options)
+        result = (profile_model(loaded, get_spec(build.name).name, size) if loaded is not None else
+                  profile(build.name, size, build.small, build.variant, **build.options))
     except ValueError:  # ModelError, BuildError and the adapter's errors: one line already
         raise
     except Exception as err:  # the model's own forward under the counters' tracing: any error, one line
