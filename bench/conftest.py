@@ -387,12 +387,9 @@ STORE_KEY = pytest.StashKey[Store]()
 def pytest_configure(config):
     if not hasattr(config.option, "models"):
         return
-    subjects = parse_subjects(config.option.subjects, config.option.small)
-    models = parse_models(config.option.models)
-    models += [m for m in dict.fromkeys(s.model for s in subjects) if m not in models]
-    named = {s.model for s in subjects}
-    subjects = [s for m in models for s in ([t for t in subjects if t.model == m] if m in named
-                                            else [Subject.paper(m, small=config.option.small)])]
+    models, subjects = Subject.measured(parse_models(config.option.models),
+                                        parse_subjects(config.option.subjects, config.option.small),
+                                        small=config.option.small)
     artifacts, problems = discover(config.option.artifacts, models)
     extra = sorted({a.backend for a in artifacts})
     allowed = list(CORE_BACKENDS) + list(GPU_BACKENDS) + extra

@@ -62,9 +62,10 @@ def plan(models: list[str], cache: Path, small: bool = False, compile: bool = Tr
     def profile(subject: Subject) -> Item:
         return Item(f"profile {subject.label} {subject.size}px", lambda: cached_profile(subject, cache, fingerprint))
 
+    models, chosen = Subject.measured(models, list(subjects or ()), small=small)
     for model in models:
         base = Subject.paper(model, small=small)
-        measured = [s for s in subjects or () if s.model == model] or [base]
+        measured = [s for s in chosen if s.model == model]
         for subject in measured:
             items.append(export(subject))
             if tune:  # the export item returns the cached file at once now
@@ -77,8 +78,8 @@ def plan(models: list[str], cache: Path, small: bool = False, compile: bool = Tr
                 if not is_default_variant(model, variant):
                     items.append(export(Subject.paper(model, small=small, variant=variant)))
         sizes = [base.size] if small else sorted({s for m, s in profile_points() if m == model})
-        items += [profile(Subject(model, s, 1, small)) for s in sizes]  # test_profile's points (a core suite)
-        items += [profile(s) for s in measured if s != base and s not in [Subject(model, z, 1, small) for z in sizes]]
+        points = [Subject(model, s, 1, small) for s in sizes]  # test_profile's points (a core suite)
+        items += [profile(s) for s in points] + [profile(s) for s in measured if s != base and s not in points]
         if model == "m2sformer" and not core:
             items += [profile(Subject(model, base.size, 1, small, None, (("encoder", row.encoder),)))
                       for row in M2SFORMER_BACKBONES.rows if row.encoder]
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         subjects = Subject.parse_list(args.subjects, small=args.small)
     except ValueError as err:
         parser.error(f"--subjects: {err}")
-    models += [m for m in dict.fromkeys(s.model for s in subjects) if m not in models]
+    models = Subject.measured(models, subjects, small=args.small)[0]
     args.bench_cache.mkdir(parents=True, exist_ok=True)
     use_inductor_cache(args.bench_cache, _USER_INDUCTOR_CACHE)
 

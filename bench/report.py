@@ -279,7 +279,7 @@ class Report:
         """(label, size) of what the run's core suites measured, in run order: its paper-suite
         rows, then any model of the run without one (size None: nothing measured)."""
         keys = list(dict.fromkeys((r["label"], r["size"]) for r in self.paper_rows(run)))
-        named = {r.get("model", label) for label, _ in keys for r in self.paper_rows(run) if r["label"] == label}
+        named = {r.get("model", r["label"]) for r in self.paper_rows(run)}
         return keys + [(m, None) for m in run.meta.get("models", []) if m not in named]
 
     def add(self, *lines: str) -> None:

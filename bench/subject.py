@@ -79,6 +79,16 @@ class Subject:
                 raise ValueError(f"{err}{hint}") from None
         return list(dict.fromkeys(subjects))
 
+    @classmethod
+    def measured(cls, models: list[str], subjects: list["Subject"], small: bool = False
+                 ) -> tuple[list[str], list["Subject"]]:
+        """What the core suites measure: (``models`` plus any model only ``subjects`` names,
+        the subjects in model order), a model named in ``subjects`` measured as those, the
+        others at their paper build and size."""
+        models = list(models) + [m for m in dict.fromkeys(s.model for s in subjects) if m not in models]
+        chosen = [s for m in models for s in ([t for t in subjects if t.model == m] or [cls.paper(m, small=small)])]
+        return models, chosen
+
     @property
     def label(self) -> str:
         extra = ([self.variant] if self.variant else []) + [f"{k}={v}" for k, v in self.options]
