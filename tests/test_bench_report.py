@@ -285,12 +285,3 @@ def test_ratio_text_never_rounds_a_miss_onto_the_goal():
     assert ratio_text(1.39, 1.5) == "1.39x" and ratio_text(2.6, 2.5) == "2.60x" and ratio_text(2.5, 2.5) == "2.50x"
     assert ratio_text(2.4999, 2.5) == "2.499x"  # "2.50x" would read as meeting 2.5x
     assert ratio_text(2.4968, 2.5) == "2.496x" and ratio_text(1.4991, 1.5) == "1.499x"
-
-
-def test_autos_choice_names_the_ops_a_split_keeps_in_fp32():
-    from bench.report import choice_text
-
-    assert choice_text({"choice": {"backend": "openvino", "precision": "bf16", "source": "tune"}}) == "openvino bf16 (tune)"
-    split = {"backend": "openvino", "precision": "bf16", "source": "tune", "fp32_ranges": [[151, 1162]]}
-    assert choice_text({"choice": split}) == "openvino bf16, ops 151-1162 fp32 (tune)"
-    assert choice_text(None) == choice_text({})

@@ -6,11 +6,7 @@ default inference precision is BF16, so ``precision="fp32"`` (the default) sends
 ``INFERENCE_PRECISION_HINT=f32`` and FP32 means FP32. ``"bf16"`` and ``"fp16"`` run the
 FP32 file with the plugin's reduced-precision kernels (weights and activations rounded per
 layer, accumulation as the plugin does it) and are refused in one line on a CPU whose plugin
-does not list them in ``OPTIMIZATION_CAPABILITIES``. ``fp32_ranges`` keeps parts of a BF16 /
-FP16 model in FP32: [start, end) ranges of its compute ops in topological order, each range
-compiled as an FP32 model of its own and chained with the rest (``openvino_segments``, which
-says why the plugin's own per-node attribute cannot do it); ``runtime.tune`` finds such a
-split when plain BF16 misses the mask budget.
+does not list them in ``OPTIMIZATION_CAPABILITIES``.
 
 Threads: ``INFERENCE_NUM_THREADS`` = ``threads`` or the physical cores this process may use
 (``runtime.machine.physical_cores``), one stream, the latency hint. CPU pinning is off: an
@@ -25,7 +21,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -74,15 +70,11 @@ class OpenVinoBackend:
 
     name = "openvino"
 
-    def __init__(self, path: str | os.PathLike, *, precision: str | None = None, threads: int | None = None,
-                 fp32_ranges: Sequence[Sequence[int]] | None = None):
+    def __init__(self, path: str | os.PathLike, *, precision: str | None = None, threads: int | None = None):
         self.path = Path(path)
         precision = precision or "fp32"
         if precision not in PRECISION_HINTS:
             raise BackendError(f"precision {precision}: openvino runs {', '.join(PRECISION_HINTS)} only")
-        if fp32_ranges and precision == "fp32":
-            raise BackendError("fp32_ranges keep parts of a bf16 / fp16 model in FP32; precision fp32 runs all of it "
-                               "in FP32 already")
         ov = _import_openvino()
         if not self.path.is_file():
             raise ModelError(f"model {self.path}: file not found")
@@ -108,39 +100,17 @@ class OpenVinoBackend:
         self._input_name = model.input(0).get_any_name()
         self._input_shape = tuple(d.get_length() if d.is_static else None
                                   for d in model.input(0).get_partial_shape())
-        self._order = [next((n for n in CONTRACT if n in out.get_names()), None) for out in model.outputs]
-        self.fp32_ranges: list[tuple[int, int]] | None = None
-        self._n_ops: int | None = None
         try:
-            if fp32_ranges:
-                self._chain = self._segments(core, model, precision, fp32_ranges, config)
-                compiled = self._chain
-            else:
-                self._chain = None
-                self._compiled = core.compile_model(model, "CPU", config)
-                self._request = self._compiled.create_infer_request()
-                self._outputs = {n: self._compiled.output(n) for n in CONTRACT}
-                compiled = self._compiled
-        except BackendError:
-            raise
+            self._compiled = core.compile_model(model, "CPU", config)
         except Exception as e:
             raise ModelError(f"model {self.path}: openvino cannot compile it for the CPU ({one_line(e)})") from None
+        self._request = self._compiled.create_infer_request()
+        self._outputs = {n: self._compiled.output(n) for n in CONTRACT}
         self.precision = precision
         self._version = ov.__version__
-        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+        hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")
         self._hint = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
-        self._threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
-
-    def _segments(self, core, model, precision: str, fp32_ranges, config):
-        from .openvino_segments import SegmentChain, check_ranges, compute_ops, fold, partition, precision_runs
-
-        self._n_ops = len(compute_ops(fold(model)))
-        try:
-            self.fp32_ranges = check_ranges(fp32_ranges, self._n_ops)
-        except ValueError as e:
-            raise BackendError(f"model {self.path}: {e}") from None
-        segments, image = partition(model, precision_runs(self._n_ops, self.fp32_ranges, PRECISION_HINTS[precision]))
-        return SegmentChain(core, segments, image, config)
+        self._threads = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
 
     @property
     def input_name(self) -> str:
@@ -158,12 +128,8 @@ class OpenVinoBackend:
     @property
     def settings(self) -> dict[str, Any]:
         """The backend as compiled (read back from the compiled model: what a report states)."""
-        out = {"backend": self.name, "precision": self.precision, "inference_precision": self._hint,
-               "threads": self._threads, "spin": None, "pinning": False, "version": self._version}
-        if self.fp32_ranges:
-            out.update(fp32_ranges=[list(r) for r in self.fp32_ranges], compute_ops=self._n_ops,
-                       segment_precisions=self._chain.hints)
-        return out
+        return {"backend": self.name, "precision": self.precision, "inference_precision": self._hint,
+                "threads": self._threads, "spin": None, "pinning": False, "version": self._version}
 
     @property
     def fixed_batch(self) -> int | None:
@@ -176,12 +142,8 @@ class OpenVinoBackend:
 
     def _run_once(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         try:
-            if self._chain is not None:
-                arrays = dict(zip(self._order, self._chain.infer(batch)))
-                prob, score = arrays["prob"], arrays["score"]
-            else:
-                result = self._request.infer({0: batch})
-                prob, score = np.array(result[self._outputs["prob"]]), np.array(result[self._outputs["score"]])
+            result = self._request.infer({0: batch})
         except Exception as e:
             raise ModelError(f"model {self.path}: inference failed ({one_line(e)})") from None
-        return checked_outputs(self.path, prob, score, batch.shape[0])
+        return checked_outputs(self.path, np.array(result[self._outputs["prob"]]),
+                               np.array(result[self._outputs["score"]]), batch.shape[0])
