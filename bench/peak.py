@@ -104,12 +104,12 @@ def ov_matmul_gflops(n: int = 2048, calls: int = 4, repeats: int = 5, precision:
     import openvino as ov
     import openvino.opset13 as ops
 
-    from runtime.backends.openvino_backend import PRECISION_HINTS
+    from runtime.backends.openvino_backend import PRECISION_HINTS, shared_core
 
     a, b = (ops.parameter([n, n], ov.Type.f32, name=name) for name in ("a", "b"))
     model = ov.Model([ops.matmul(a, b, False, False)], [a, b], "matmul")
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
-                                                      "PERFORMANCE_HINT": "LATENCY"})
+    compiled = shared_core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
+                                                        "PERFORMANCE_HINT": "LATENCY"})
     request = compiled.create_infer_request()
     feeds = list(_inputs(n))
     return gemm_rate(lambda: request.infer(feeds), n, calls, repeats)

@@ -191,11 +191,12 @@ def ratio_text(speedup: float, goal: float) -> str:
 
 
 def choice_text(row: dict[str, Any] | None) -> str:
-    """``auto``'s choice, e.g. "openvino bf16 (tune)"."""
+    """``auto``'s choice, e.g. "openvino bf16 (tune)", "openvino bf16, ops 151-1162 fp32 (tune)"."""
     choice = (row or {}).get("choice") or {}
     if not choice:
         return "-"
-    return f"{choice.get('backend')} {choice.get('precision') or ''}".strip() + f" ({choice.get('source', '?')})"
+    kept = "".join(f", ops {a}-{b} fp32" for a, b in choice.get("fp32_ranges") or [])
+    return f"{choice.get('backend')} {choice.get('precision') or ''}".strip() + f"{kept} ({choice.get('source', '?')})"
 
 
 def settings_text(row: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ the model (``MODEL.onnx.tune.json``) for ``backend="auto"``.
 
     python -m runtime.tune MODEL.onnx [--images DIR] [--max-flip 1e-3] [--rounds 10]
                                       [--threads N] [--candidates onnxruntime:fp32,openvino:bf16]
+                                      [--no-mixed]
 
 Candidates: onnxruntime FP32 (the reference) and, where OpenVINO is installed, OpenVINO at
 every precision its CPU plugin runs here (FP32, and BF16 / FP16 on CPUs that have them).
@@ -13,6 +14,16 @@ thread pools ever share the cores: the child opens the backend, runs every calib
 (p50 is the figure). Each candidate's probability maps are compared with the reference's
 (``runtime.agreement``: mask flip rate, mask IoU, max prob diff); a candidate whose flip
 rate is above ``--max-flip`` is out of the budget, and the fastest in it is the choice.
+
+Mixed precision: where OpenVINO BF16 (or FP16) misses the budget, child processes look for a
+split of the graph in two that stays within it (``--no-mixed`` skips this): the longest BF16
+head with an FP32 tail, and the longest BF16 tail behind an FP32 head (the sensitive part of
+a model may be its output end, or its input end: noise filters, DCT). The cut points tried
+sit where little data crosses (``openvino_segments.crossing_bytes``: the cheapest cut in each
+sixteenth of the compute ops, never inside an attention block; none that leaves less than a
+sixteenth in BF16), and each search bisects over them on the calibration images, assuming a
+longer FP32 part flips no more pixels; a split found is timed and checked like any candidate
+(``fp32_ranges`` in its row and, when it wins, in the choice).
 
 Calibration images: ``--images DIR`` (image files, searched recursively), else the
 project's synthetic forgeries (``python -m train.synth``, run as a separate command, which
@@ -159,7 +170,8 @@ def _worker(spec_path: str) -> int:
     folder = Path(spec["folder"])
     batch = np.load(spec["batch"])
     t = time.perf_counter()
-    backend = open_choice(spec["model"], Choice(spec["backend"], spec["precision"], "explicit", "tune"),
+    ranges = tuple(tuple(r) for r in spec.get("fp32_ranges") or ()) or None
+    backend = open_choice(spec["model"], Choice(spec["backend"], spec["precision"], "explicit", "tune", ranges),
                           threads=spec["threads"])
     open_s = time.perf_counter() - t
     outs = [backend.run(batch[k : k + 1]) for k in range(batch.shape[0])]
@@ -179,18 +191,101 @@ def _worker(spec_path: str) -> int:
     return 0
 
 
-def _run_candidate(model: Path, backend: str, precision: str, batch_file: Path, folder: Path, *,
-                   threads: int | None, rounds: int, warmup: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    folder.mkdir()
-    spec = {"model": str(model), "backend": backend, "precision": precision, "batch": str(batch_file),
-            "folder": str(folder), "threads": threads, "rounds": rounds, "warmup": warmup}
+SHAPES = {"fp32-tail": "BF16 head, FP32 tail", "fp32-head": "FP32 head, BF16 tail"}
+
+
+def _search_worker(spec_path: str) -> int:
+    """Child process: bisect over the cut points for the longest reduced-precision part whose
+    masks stay within the budget, in the spec's shape ("fp32-tail": the ops from the cut on
+    stay FP32; "fp32-head": those before it); writes ``search.json`` (the cut, or null, and
+    every probe)."""
+    from .agreement import agreement
+    from .backends import openvino_segments as seg
+    from .backends.openvino_backend import OpenVinoBackend, shared_core
+
+    spec = json.loads(Path(spec_path).read_text())
+    batch = np.load(spec["batch"])
+    with np.load(spec["reference"]) as z:
+        reference = {"prob": z["prob"], "score": z["score"]}
+    parts = 16
+    n_ops, cuts = cut_points(seg.fold(shared_core().read_model(spec["model"])), parts)
+    tail = spec["shape"] == "fp32-tail"
+    # a reduced-precision part shorter than one sixteenth of the ops is not worth a second model
+    cuts = [c for c in cuts if (c >= n_ops / parts if tail else c <= n_ops - n_ops / parts)]
+    probes: list[dict[str, Any]] = []
+
+    def fits(cut: int) -> bool:
+        ranges = [(cut, n_ops)] if tail else [(0, cut)]
+        backend = OpenVinoBackend(spec["model"], precision=spec["precision"], threads=spec["threads"],
+                                  fp32_ranges=ranges)
+        outs = [backend.run(batch[k : k + 1]) for k in range(batch.shape[0])]
+        got = {key: np.concatenate([o[key] for o in outs]) for key in ("prob", "score")}
+        agree = agreement([reference], [got], threshold=spec["threshold"])
+        probes.append({"cut": cut, "flipped": agree.flipped, "decided_flipped": agree.decided_flipped})
+        return agree.flipped <= spec["max_flip"]
+
+    # a longer FP32 part flips no more pixels (assumed): fp32-tail wants the latest cut that
+    # fits, fp32-head the earliest; lo never fits, hi always does (sentinels past the ends)
+    lo, hi = -1, len(cuts)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if tail:
+            lo, hi = (mid, hi) if fits(cuts[mid]) else (lo, mid)
+        else:
+            lo, hi = (lo, mid) if fits(cuts[mid]) else (mid, hi)
+    found = (cuts[lo] if lo >= 0 else None) if tail else (cuts[hi] if hi < len(cuts) else None)
+    result = {"shape": spec["shape"], "compute_ops": n_ops, "cuts": cuts, "probes": probes, "cut": found,
+              "fp32_ranges": None if found is None else [[found, n_ops]] if tail else [[0, found]]}
+    (Path(spec["folder"]) / "search.json").write_text(json.dumps(result))
+    return 0
+
+
+def cut_points(model, parts: int = 16) -> tuple[int, list[int]]:
+    """(compute ops, candidate cuts) of a folded model (``openvino_segments.fold``): in each of
+    ``parts`` equal runs of the compute ops, the position where the fewest bytes cross (the
+    first such); never 0 (no BF16 head at all)."""
+    from .backends import openvino_segments as seg
+
+    crossing = seg.crossing_bytes(model)
+    n_ops = len(crossing) - 1
+    cuts = []
+    for a, b in seg.even_segments(n_ops, parts):
+        a = max(a, 1)
+        if a < b:
+            cuts.append(a + int(np.argmin(crossing[a:b])))
+    return n_ops, sorted(set(cuts))
+
+
+def _child(mode: str, spec: dict[str, Any], folder: Path) -> str | None:
+    """Run ``python -m runtime.tune MODE spec.json`` in a child; its last stderr line if it failed."""
     spec_file = folder / "spec.json"
     spec_file.write_text(json.dumps(spec))
-    done = subprocess.run([sys.executable, "-m", "runtime.tune", "--worker", str(spec_file)],
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "runtime.tune", mode, str(spec_file)], capture_output=True, text=True)
     if done.returncode != 0:
         lines = [ln for ln in (done.stderr or done.stdout).strip().splitlines() if ln.strip()]
-        return {"error": one_line(lines[-1] if lines else f"exit status {done.returncode}")}, {}
+        return one_line(lines[-1] if lines else f"exit status {done.returncode}")
+    return None
+
+
+def _run_search(model: Path, precision: str, shape: str, batch_file: Path, reference_file: Path, folder: Path, *,
+                threads: int | None, max_flip: float, threshold: float) -> dict[str, Any]:
+    folder.mkdir()
+    spec = {"model": str(model), "precision": precision, "shape": shape, "batch": str(batch_file),
+            "reference": str(reference_file),
+            "folder": str(folder), "threads": threads, "max_flip": max_flip, "threshold": threshold}
+    error = _child("--search", spec, folder)
+    return {"error": error, "shape": shape} if error else json.loads((folder / "search.json").read_text())
+
+
+def _run_candidate(model: Path, backend: str, precision: str, batch_file: Path, folder: Path, *,
+                   threads: int | None, rounds: int, warmup: int,
+                   fp32_ranges: list | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    folder.mkdir()
+    spec = {"model": str(model), "backend": backend, "precision": precision, "batch": str(batch_file),
+            "folder": str(folder), "threads": threads, "rounds": rounds, "warmup": warmup, "fp32_ranges": fp32_ranges}
+    error = _child("--worker", spec, folder)
+    if error:
+        return {"error": error}, {}
     with np.load(folder / "outputs.npz") as z:
         outputs = {"prob": z["prob"], "score": z["score"]}
     return json.loads((folder / "result.json").read_text()), outputs
@@ -202,7 +297,7 @@ def _run_candidate(model: Path, backend: str, precision: str, batch_file: Path, 
 def tune(model: str | os.PathLike, images: str | os.PathLike | None = None, *, max_flip: float = MAX_FLIP,
          rounds: int = 10, warmup: int = 2, threads: int | None = None, n_images: int = 8,
          candidates: Sequence[tuple[str, str]] | None = None, progress: bool = True,
-         write: bool = True) -> dict[str, Any]:
+         write: bool = True, mixed: bool = True) -> dict[str, Any]:
     """Time and check every candidate on ``model`` (see the module's docstring); returns the
     tuning record and, with ``write``, writes it to ``tune_path(model)``."""
     from .agreement import agreement
@@ -239,25 +334,49 @@ def tune(model: str | os.PathLike, images: str | os.PathLike | None = None, *, m
         np.save(batch_file, calibration_batch(files, sidecar))
         rows: list[dict[str, Any]] = []
         reference: dict[str, np.ndarray] | None = None
+        reference_file = work / "reference.npz"
+        threshold = float(sidecar.threshold)
+
+        def measure(k: int, backend: str, precision: str, fp32_ranges: list | None = None, **extra) -> dict[str, Any]:
+            nonlocal reference
+            result, outputs = _run_candidate(model, backend, precision, batch_file, work / f"c{k}", threads=threads,
+                                             rounds=rounds, warmup=warmup, fp32_ranges=fp32_ranges)
+            row: dict[str, Any] = {"backend": backend, "precision": precision, **extra, **result}
+            if fp32_ranges:
+                row["fp32_ranges"] = fp32_ranges
+            if "error" in result:
+                if (backend, precision) == REFERENCE:
+                    raise RuntimeInputError(f"model {model}: onnxruntime FP32 failed: {result['error']}")
+                row["ok"] = False
+            else:
+                if reference is None:
+                    reference = outputs
+                    np.savez(reference_file, **outputs)
+                agree = agreement([reference], [outputs], threshold=threshold)
+                row.update(flipped=agree.flipped, decided_flipped=agree.decided_flipped,
+                           mask_iou=agree.mask_iou, max_abs_prob=agree.max_abs_prob, ok=agree.flipped <= max_flip)
+            rows.append(row)
+            if progress:
+                bar.write(_describe(row))
+            return row
+
         bar = Progress(pairs, total=len(pairs), desc="tune", unit="backend")
         try:
             for k, (backend, precision) in enumerate(bar):
-                result, outputs = _run_candidate(model, backend, precision, batch_file, work / f"c{k}",
-                                                 threads=threads, rounds=rounds, warmup=warmup)
-                row: dict[str, Any] = {"backend": backend, "precision": precision, **result}
-                if "error" in result:
-                    if (backend, precision) == REFERENCE:
-                        raise RuntimeInputError(f"model {model}: onnxruntime FP32 failed: {result['error']}")
-                    row["ok"] = False
-                else:
-                    if reference is None:
-                        reference = outputs
-                    agree = agreement([reference], [outputs], threshold=float(sidecar.threshold))
-                    row.update(flipped=agree.flipped, decided_flipped=agree.decided_flipped,
-                               mask_iou=agree.mask_iou, max_abs_prob=agree.max_abs_prob, ok=agree.flipped <= max_flip)
-                rows.append(row)
-                if progress:
-                    bar.write(_describe(row))
+                measure(k, backend, precision)
+            missed = [r["precision"] for r in rows if r["backend"] == "openvino" and r["precision"] in ("bf16", "fp16")
+                      and "error" not in r and not r["ok"]] if mixed else []
+            searches = [(precision, shape) for precision in missed for shape in SHAPES]
+            for k, (precision, shape) in enumerate(searches, start=len(pairs)):
+                found = _run_search(model, precision, shape, batch_file, reference_file, work / f"s{k}",
+                                    threads=threads, max_flip=max_flip, threshold=threshold)
+                if found.get("cut") is None:
+                    rows.append({"backend": "openvino", "precision": precision, "ok": False, "search": found,
+                                 "error": found.get("error") or f"no split ({SHAPES[shape]}) within the budget"})
+                    if progress:
+                        bar.write(_describe(rows[-1]))
+                    continue
+                measure(k, "openvino", precision, found["fp32_ranges"], search=found)
         finally:
             bar.close()
     best = min((r for r in rows if r["ok"]), key=lambda r: r["p50_s"])
@@ -266,7 +385,8 @@ def tune(model: str | os.PathLike, images: str | os.PathLike | None = None, *, m
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": fingerprint(), "threads": threads, "budget": {"max_flip": max_flip},
         "calibration": {"images": len(files), "source": source, "rounds": rounds, "warmup": warmup},
-        "candidates": rows, "choice": {"backend": best["backend"], "precision": best["precision"]},
+        "candidates": rows, "choice": {"backend": best["backend"], "precision": best["precision"],
+                                       **({"fp32_ranges": best["fp32_ranges"]} if best.get("fp32_ranges") else {})},
     }
     if write:
         atomic_write_bytes(tune_path(model), (json.dumps(record, indent=2) + "\n").encode())
@@ -275,6 +395,8 @@ def tune(model: str | os.PathLike, images: str | os.PathLike | None = None, *, m
 
 def _describe(row: dict[str, Any]) -> str:
     name = f"{row['backend']} {row['precision']}"
+    if row.get("fp32_ranges") or row.get("search"):
+        name += "".join(f" +fp32 ops {a}-{b}" for a, b in row.get("fp32_ranges") or []) or " split"
     if "error" in row:
         return f"{name:22s} failed: {row['error']}"
     verdict = "ok" if row["ok"] else "over the mask budget"
@@ -287,6 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--worker"] and len(argv) == 2:
         return _worker(argv[1])
+    if argv[:1] == ["--search"] and len(argv) == 2:
+        return _search_worker(argv[1])
     ap = argparse.ArgumentParser(prog="python -m runtime.tune", description=__doc__.splitlines()[0].strip("`"))
     ap.add_argument("model", type=Path, help="an exported ONNX file with its .json sidecar")
     ap.add_argument("--images", type=Path, default=None, metavar="DIR",
@@ -299,6 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the physical cores)")
     ap.add_argument("--candidates", default=None, metavar="LIST",
                     help="BACKEND:PRECISION,... (default: every one this machine runs)")
+    ap.add_argument("--no-mixed", action="store_true",
+                    help="skip the search for a BF16 head with an FP32 tail where plain BF16 misses the budget")
     ap.add_argument("--dry-run", action="store_true", help="print the result, write nothing")
     args = ap.parse_args(argv)
     try:
@@ -306,7 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise RuntimeInputError(f"--threads: must be >= 1, got {args.threads}")
         pairs = parse_candidates(args.candidates) if args.candidates else None
         record = tune(args.model, args.images, max_flip=args.max_flip, rounds=args.rounds, warmup=args.warmup,
-                      threads=args.threads, n_images=args.n_images, candidates=pairs, write=not args.dry_run)
+                      threads=args.threads, n_images=args.n_images, candidates=pairs, write=not args.dry_run,
+                      mixed=not args.no_mixed)
     except RuntimeInputError as e:
         print("error: " + one_line(e), file=sys.stderr)
         return EXIT_INPUT_ERROR
@@ -318,7 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     choice = record["choice"]
     where = "not written (--dry-run)" if args.dry_run else f"written to {tune_path(args.model)}"
-    print(f"choice: {choice['backend']} {choice['precision']} ({where})")
+    kept = "".join(f" with ops {a}-{b} in fp32" for a, b in choice.get("fp32_ranges") or [])
+    print(f"choice: {choice['backend']} {choice['precision']}{kept} ({where})")
     return 0
 
 

@@ -184,7 +184,10 @@ def test_report_shows_the_picks_flips_and_goals(small_run):
     sp = eager / pick["p50_s"]
     assert head["FP32 pick vs eager"] == f"{ratio_text(sp, GOAL_SPEEDUP)} ({pick['backend']})"
     assert head["goal 1.5x"] == ("meets" if sp >= GOAL_SPEEDUP else f"**misses** ({ratio_text(sp, GOAL_SPEEDUP)})")
-    choice = f"{auto['choice']['backend']} {auto['choice']['precision']} (tune)"
+    ranges = auto["choice"].get("fp32_ranges") or []  # a BF16 choice may keep some ops in FP32
+    assert (auto.get("settings") or {}).get("fp32_ranges", []) == ranges  # and the run ran that split
+    kept = "".join(f", ops {a}-{b} fp32" for a, b in ranges)
+    choice = f"{auto['choice']['backend']} {auto['choice']['precision']}{kept} (tune)"
     assert head["auto's choice"] == choice
     fp32_note = re.search(r"- m2sformer at 64: the FP32 pick \(\S+\) is [0-9.]+x PyTorch eager, short of the 1.5x goal"
                           r"(: out of reach in FP32|: \S+ runs at \d+% of the measured FP32 matmul peak)", text)
@@ -285,3 +288,12 @@ def test_ratio_text_never_rounds_a_miss_onto_the_goal():
     assert ratio_text(1.39, 1.5) == "1.39x" and ratio_text(2.6, 2.5) == "2.60x" and ratio_text(2.5, 2.5) == "2.50x"
     assert ratio_text(2.4999, 2.5) == "2.499x"  # "2.50x" would read as meeting 2.5x
     assert ratio_text(2.4968, 2.5) == "2.496x" and ratio_text(1.4991, 1.5) == "1.499x"
+
+
+def test_autos_choice_names_the_ops_a_split_keeps_in_fp32():
+    from bench.report import choice_text
+
+    assert choice_text({"choice": {"backend": "openvino", "precision": "bf16", "source": "tune"}}) == "openvino bf16 (tune)"
+    split = {"backend": "openvino", "precision": "bf16", "source": "tune", "fp32_ranges": [[151, 1162]]}
+    assert choice_text({"choice": split}) == "openvino bf16, ops 151-1162 fp32 (tune)"
+    assert choice_text(None) == choice_text({})

@@ -5,6 +5,9 @@ arguments)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -138,3 +141,54 @@ def test_the_cli_runs_openvino(tiny, tmp_path, capsys):
                  "--precision", "bf16"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: precision bf16: onnxruntime") and not (tmp_path / "o2").exists()
+
+
+FREED_OLDEST_FIRST = """
+import ctypes, signal, subprocess, sys
+import numpy as np
+from runtime.backends import open_backend
+
+
+class Stack(ctypes.Structure):  # stack_t
+    _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+
+def signal_stack():
+    st = Stack()
+    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(st)) == 0
+    return "disabled" if st.flags & 2 else hex(st.sp)
+
+
+signal.signal(signal.SIGCHLD, lambda *_: None)  # a Python handler: it runs on the signal stack
+seen = []
+backends = []
+for _ in range(3):
+    backends.append(open_backend(sys.argv[1], backend="openvino"))
+    seen.append(signal_stack())
+x = np.zeros([d or 1 for d in backends[0].input_shape], np.float32)
+for b in backends:
+    b.run(x)
+del b
+while backends:
+    backends.pop(0)  # the first one made is the first one freed
+    seen.append(signal_stack())
+print(" ".join(seen), flush=True)
+for _ in range(3):
+    subprocess.run(["true"], check=True)  # each child's exit is a SIGCHLD to this process
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the thread's signal stack with Linux's sigaltstack")
+def test_backends_freed_oldest_first_leave_the_signal_stack_alone(tiny, tmp_path):
+    """OpenVINO's CPU plugin gives the calling thread a signal stack of its own per Core and
+    unmaps it when freed, putting the previous one back only if its own is still current. With
+    one Core per backend, three backends freed oldest-first left the main thread on the second
+    one's stack, already unmapped (measured: the full test run then died of SIGSEGV at a later
+    SIGCHLD, or ran on with the stack in memory reused by something else). With the runtime's
+    one shared Core the stack is set once, by a plugin that lives as long as the process."""
+    run = subprocess.run([sys.executable, "-c", FREED_OLDEST_FIRST, str(tiny)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    stacks, ok = run.stdout.splitlines()
+    assert ok == "ok" and len(set(stacks.split())) == 1, stacks  # six readings, one stack

@@ -30,14 +30,22 @@ def tuned(tmp_path_factory):
 def test_every_candidate_is_measured_and_checked_and_the_choice_is_the_fastest_in_budget(tuned):
     model, record = tuned
     rows = record["candidates"]
-    assert [(r["backend"], r["precision"]) for r in rows] == default_candidates()
+    plain = default_candidates()
+    assert [(r["backend"], r["precision"]) for r in rows[: len(plain)]] == plain
+    # after them, two split searches (FP32 tail, FP32 head) for each reduced precision over the budget
+    missed = [(r["backend"], r["precision"]) for r in rows[: len(plain)] if not r["ok"] and r["precision"] != "fp32"]
+    assert [(r["backend"], r["precision"]) for r in rows[len(plain):]] == [m for m in missed for _ in range(2)]
+    assert [r["search"]["shape"] for r in rows[len(plain):]] == ["fp32-tail", "fp32-head"] * len(missed)
+    assert all("search" in r for r in rows[len(plain):])
+    rows = [r for r in rows if "fp32_ranges" in r or "search" not in r]  # those that ran
     assert rows[0]["flipped"] == 0.0 and rows[0]["max_abs_prob"] == 0.0  # the reference against itself
     for row in rows:
         assert "error" not in row, row
         assert len(row["times_s"]) == 2 and row["p50_s"] > 0 and row["settings"]["backend"] == row["backend"]
         assert row["ok"] == (row["flipped"] <= record["budget"]["max_flip"])
     fastest = min((r for r in rows if r["ok"]), key=lambda r: r["p50_s"])
-    assert record["choice"] == {"backend": fastest["backend"], "precision": fastest["precision"]}
+    assert record["choice"] == {"backend": fastest["backend"], "precision": fastest["precision"],
+                                **({"fp32_ranges": fastest["fp32_ranges"]} if "fp32_ranges" in fastest else {})}
     assert record["calibration"]["images"] == 3 and "train.synth" in record["calibration"]["source"]
     on_disk = json.loads(tune_path(model).read_text())
     assert on_disk["choice"] == record["choice"] and on_disk["machine"] == record["machine"]
@@ -78,9 +86,11 @@ def test_a_tuning_from_another_machine_or_for_another_file_is_ignored(tuned, tmp
 def test_a_zero_budget_keeps_only_candidates_that_flip_nothing(tuned):
     model, _ = tuned
     record = tune(model, rounds=1, warmup=0, n_images=2, max_flip=0.0, progress=False, write=False)
-    assert all(r["ok"] == (r["flipped"] == 0.0) for r in record["candidates"])
-    chosen = next(r for r in record["candidates"]
-                  if (r["backend"], r["precision"]) == tuple(record["choice"].values()))
+    ran = [r for r in record["candidates"] if "error" not in r]  # a split search may find nothing
+    assert all(r["ok"] == (r["flipped"] == 0.0) for r in ran)
+    assert all(r["ok"] is False and "within the budget" in r["error"] for r in record["candidates"] if r not in ran)
+    chosen = min((r for r in record["candidates"] if r["ok"]), key=lambda r: r["p50_s"])
+    assert record["choice"]["backend"] == chosen["backend"]
     assert chosen["flipped"] == 0.0
     assert json.loads(tune_path(model).read_text())["budget"]["max_flip"] == 1e-3  # write=False: file unchanged
 

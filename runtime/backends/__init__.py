@@ -4,7 +4,8 @@ A backend takes a float32 (N, 3, H, W) batch and returns the contract outputs
 ``{"prob": (N, 1, h, w), "score": (N, 1)}`` as float32 arrays (``contract``). Three exist:
 
   onnxruntime  ``.onnx``: onnxruntime (TensorRT, CUDA, CPU providers as available)
-  openvino     ``.onnx``: OpenVINO's CPU plugin, FP32 / BF16 / FP16 kernels (``openvino_backend``)
+  openvino     ``.onnx``: OpenVINO's CPU plugin, FP32 / BF16 / FP16 kernels, optionally with
+               ranges of ops kept in FP32 (``openvino_backend``, ``openvino_segments``)
   tensorrt     ``.engine`` / ``.plan``: TensorRT through cuda-python (``tensorrt_backend``)
 
 ``open_backend(path, backend=...)`` opens one by name; ``"auto"`` (the default) takes a
@@ -19,7 +20,7 @@ are imported only when a backend is opened.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -65,9 +66,13 @@ class Choice:
     precision: str | None  # None: what the artifact holds
     source: str  # "explicit" (the caller named it), "tune" (MODEL.onnx.tune.json), "default"
     reason: str
+    fp32_ranges: tuple[tuple[int, int], ...] | None = None  # OpenVINO BF16/FP16 ops kept in FP32
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "precision": self.precision, "source": self.source, "reason": self.reason}
+        out = {"backend": self.backend, "precision": self.precision, "source": self.source, "reason": self.reason}
+        if self.fp32_ranges:
+            out["fp32_ranges"] = [list(r) for r in self.fp32_ranges]
+        return out
 
 
 def _check_choice(backend: object, precision: object) -> None:
@@ -102,22 +107,28 @@ def resolve(path: str | os.PathLike, backend: str = "auto", precision: str | Non
     tuned, why = load_tuned(p, sha256=sha256)
     if tuned is not None:
         choice = tuned["choice"]
-        return Choice(choice["backend"], choice["precision"], "tune", f"{why}")
+        ranges = choice.get("fp32_ranges")
+        return Choice(choice["backend"], choice["precision"], "tune", f"{why}",
+                      tuple(tuple(r) for r in ranges) if ranges else None)
     return Choice("onnxruntime", None, "default", why)
 
 
 def open_backend(path: str | os.PathLike, providers: Sequence[str] | None = None, *,
                  backend: str = "auto", precision: str | None = None, stream: int | None = None,
                  sidecar=None, threads: int | None = None, spin: bool | None = None,
-                 session_options=None) -> Backend:
+                 session_options=None, fp32_ranges: Sequence[Sequence[int]] | None = None) -> Backend:
     """Open ``path`` with ``backend`` at ``precision`` (see the module's docstring and
-    ``resolve``). ``providers`` (onnxruntime execution providers) and ``session_options`` (an
+    ``resolve``); ``fp32_ranges`` keeps those compute ops of an OpenVINO BF16 / FP16 model in
+    FP32 (``openvino_backend``), in place of any the tuning names. ``providers`` (onnxruntime execution providers) and ``session_options`` (an
     ``onnxruntime.SessionOptions``) apply to onnxruntime only; ``threads`` (intra-op threads,
     default the physical cores) to onnxruntime and OpenVINO; ``spin`` (worker busy-waiting,
     default off) to onnxruntime (OpenVINO has no such setting); ``stream`` is a caller's CUDA
     stream handle (an int) for a TensorRT engine; ``sidecar`` is the artifact's sidecar when
     the caller has loaded it already (its precision is the artifact's)."""
-    return open_choice(path, resolve(path, backend, precision), providers, stream=stream, sidecar=sidecar,
+    choice = resolve(path, backend, precision)
+    if fp32_ranges is not None:
+        choice = replace(choice, fp32_ranges=tuple(tuple(r) for r in fp32_ranges) or None)
+    return open_choice(path, choice, providers, stream=stream, sidecar=sidecar,
                        threads=threads, spin=spin, session_options=session_options)
 
 
@@ -146,6 +157,8 @@ def open_choice(path: str | os.PathLike, choice: Choice, providers: Sequence[str
     if engine != (name == "tensorrt"):
         raise BackendError(f"model {p}: backend {name} runs "
                            f"{'TensorRT engines' if name == 'tensorrt' else 'ONNX files'}, not a {suffix} file")
+    if choice.fp32_ranges and name != "openvino":
+        raise BackendError(f"model {p}: fp32_ranges split a model across OpenVINO precisions, not {name}'s")
     if name != "onnxruntime":
         if providers is not None:
             raise BackendError(f"model {p}: execution providers ({', '.join(providers)}) apply to onnxruntime, "
@@ -166,7 +179,7 @@ def open_choice(path: str | os.PathLike, choice: Choice, providers: Sequence[str
                                f"kernels run FP32 files (use the FP32 export)")
         from .openvino_backend import OpenVinoBackend
 
-        return OpenVinoBackend(p, precision=precision, threads=threads)
+        return OpenVinoBackend(p, precision=precision, threads=threads, fp32_ranges=choice.fp32_ranges)
     if threads is not None or spin is not None:
         raise BackendError(f"model {p}: threads and spin configure CPU backends, not a TensorRT engine")
     held = artifact_precision(sidecar)
