@@ -25,8 +25,10 @@ from train.__main__ import main as train_main
 from train.synth import generate, main as synth_main
 
 try:
+    from ctrl_c import python_as_from_a_terminal
     from small_exports import fresh_copy
 except ImportError:  # tests/ used as a package
+    from .ctrl_c import python_as_from_a_terminal
     from .small_exports import fresh_copy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,7 +231,7 @@ def test_quantize_never_writes_an_int8_model_without_quantize_linear(tmp_path, c
 def _interrupt(args: list[str], cwd: Path, ready: str) -> tuple[int, str]:
     """Start ``python ARGS``, wait until ``ready`` shows on its stderr, send SIGINT and
     return (exit status, stderr)."""
-    proc = subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(python_as_from_a_terminal(*args), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     chunks: list[bytes] = []
     reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read1(4096), b"")), daemon=True)
@@ -243,6 +245,21 @@ def _interrupt(args: list[str], cwd: Path, ready: str) -> tuple[int, str]:
     proc.wait(timeout=120)
     reader.join(timeout=30)
     return proc.returncode, b"".join(chunks).decode(errors="replace")
+
+
+def test_ctrl_c_children_start_with_sigint_at_default_even_when_the_tests_ignore_it():
+    """The Ctrl-C tests below stay valid when the test run itself was started with SIGINT
+    ignored (a background job): their child's Python has its KeyboardInterrupt handler."""
+    probe = ("import signal; h = signal.getsignal(signal.SIGINT); "
+             "print('ignored' if h == signal.SIG_IGN else 'python' if h is signal.default_int_handler else h)")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        plain = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+        wrapped = subprocess.run(python_as_from_a_terminal("-c", probe), capture_output=True, text=True, check=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert plain.stdout.strip() == "ignored"  # what a child inherits otherwise
+    assert wrapped.stdout.strip() == "python"
 
 
 def test_ctrl_c_during_synth_leaves_no_folder(tmp_path):

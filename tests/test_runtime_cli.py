@@ -21,8 +21,10 @@ from runtime import Predictor
 from runtime.overlay import outline, overlay
 
 try:
+    from ctrl_c import python_as_from_a_terminal
     from test_runtime_fixtures import make_model, random_rgb
 except ImportError:  # tests/ used as a package
+    from .ctrl_c import python_as_from_a_terminal
     from .test_runtime_fixtures import make_model, random_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -302,8 +304,8 @@ def test_cli_ctrl_c_exits_130_with_one_line(setup, tmp_path):
     fifo = tmp_path / "slow.png"
     os.mkfifo(fifo)  # the CLI blocks reading it, a sure moment to press Ctrl-C
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.predict", str(model), str(images[0]), str(fifo),
-                             "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(python_as_from_a_terminal("-m", "runtime.predict", str(model), str(images[0]), str(fifo),
+                                                      "--out", str(out)), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     writer = None
     try:
