@@ -231,8 +231,8 @@ def test_quantize_never_writes_an_int8_model_without_quantize_linear(tmp_path, c
 def _interrupt(args: list[str], cwd: Path, ready: str) -> tuple[int, str]:
     """Start ``python ARGS``, wait until ``ready`` shows on its stderr, send SIGINT and
     return (exit status, stderr)."""
-    proc = subprocess.Popen(python_as_from_a_terminal(*args), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(python_as_from_a_terminal(*args), cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
     chunks: list[bytes] = []
     reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read1(4096), b"")), daemon=True)
     reader.start()

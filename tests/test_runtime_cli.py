@@ -304,9 +304,9 @@ def test_cli_ctrl_c_exits_130_with_one_line(setup, tmp_path):
     fifo = tmp_path / "slow.png"
     os.mkfifo(fifo)  # the CLI blocks reading it, a sure moment to press Ctrl-C
     out = tmp_path / "out"
-    proc = subprocess.Popen(python_as_from_a_terminal("-m", "runtime.predict", str(model), str(images[0]), str(fifo),
-                                                      "--out", str(out)), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    command = python_as_from_a_terminal("-m", "runtime.predict", str(model), str(images[0]), str(fifo),
+                                        "--out", str(out))
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     writer = None
     try:
         deadline = time.monotonic() + 60

@@ -119,8 +119,9 @@ def open_backend(path: str | os.PathLike, providers: Sequence[str] | None = None
                  session_options=None, fp32_ranges: Sequence[Sequence[int]] | None = None) -> Backend:
     """Open ``path`` with ``backend`` at ``precision`` (see the module's docstring and
     ``resolve``); ``fp32_ranges`` keeps those compute ops of an OpenVINO BF16 / FP16 model in
-    FP32 (``openvino_backend``), in place of any the tuning names. ``providers`` (onnxruntime execution providers) and ``session_options`` (an
-    ``onnxruntime.SessionOptions``) apply to onnxruntime only; ``threads`` (intra-op threads,
+    FP32 (``openvino_backend``), in place of any the tuning names. ``providers`` (onnxruntime
+    execution providers) and ``session_options`` (an ``onnxruntime.SessionOptions``) apply to
+    onnxruntime only; ``threads`` (intra-op threads,
     default the physical cores) to onnxruntime and OpenVINO; ``spin`` (worker busy-waiting,
     default off) to onnxruntime (OpenVINO has no such setting); ``stream`` is a caller's CUDA
     stream handle (an int) for a TensorRT engine; ``sidecar`` is the artifact's sidecar when

@@ -10,8 +10,8 @@ along its topological order: the model is constant-folded first (``fold``: shape
 and reshaped weights become constants, so no segment gets a weight or a shape as a runtime
 input, which the plugin cannot compile), then its compute ops (everything but Parameter,
 Constant and Result) are numbered 0..n-1 in ``Model.get_ordered_ops()`` order, which is the
-same for the same file in every process; ``fp32_ranges`` lists half-open [start, end) ranges of those numbers kept in
-FP32. Each tensor that one segment makes and a later one reads becomes an output of the first
+same for the same file in every process; ``fp32_ranges`` lists half-open [start, end) ranges
+of those numbers kept in FP32. Each tensor that one segment makes and a later one reads becomes an output of the first
 and a Parameter of the second; constants stay where they are. ``SegmentChain`` runs the
 compiled segments one after the other (never two at once, so the thread pool is the same one
 a single model uses) and returns the original model's outputs in their order.
@@ -24,7 +24,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["fold", "compute_ops", "crossing_bytes", "precision_runs", "partition", "SegmentChain", "check_ranges", "even_segments"]
+__all__ = ["fold", "compute_ops", "crossing_bytes", "precision_runs", "partition", "SegmentChain", "check_ranges",
+           "even_segments"]
 
 NOT_COMPUTE = ("Parameter", "Constant", "Result")
 
