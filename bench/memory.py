@@ -7,9 +7,9 @@ session (other models, torch for an onnxruntime measurement) is counted.
   set-up and after inference, the import / set-up / first-call seconds, and on CUDA torch's
   peak allocated memory. The parent adds the wall time from spawn to exit (cold start).
 - ``import_cost``: seconds and peak RSS of importing modules in a fresh interpreter
-  (the runtime's ``runtime.predictor`` + ``onnxruntime`` versus ``torch``).
+  (the runtime's ``runtime.predictor`` + ``onnxruntime`` + ``jsonschema`` versus ``torch``).
 - ``installed_mib``: disk footprint of distributions and everything they require (installed
-  files as listed in their metadata), e.g. the runtime's (onnxruntime, numpy, pillow) versus
+  files as listed in their metadata), e.g. the runtime's (onnxruntime, numpy, pillow, jsonschema) versus
   torch's.
 
 This module imports only the standard library at the top: the child must stay lean.
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNTIME_MODULES = ("runtime.predictor", "onnxruntime")
-RUNTIME_DISTRIBUTIONS = ("onnxruntime", "numpy", "pillow")
+RUNTIME_MODULES = ("runtime.predictor", "onnxruntime", "jsonschema")
+RUNTIME_DISTRIBUTIONS = ("onnxruntime", "numpy", "pillow", "jsonschema")
 TORCH_MODULES = ("torch",)
 TORCH_DISTRIBUTIONS = ("torch",)
 FRESH_PROCESS_S = 10.0  # what a fresh measuring process costs besides its inferences (imports, build), roughly

@@ -37,6 +37,12 @@ JSON keys (all required; ``to_dict`` always writes every one of them)::
 
 Unknown keys (at the top level or inside the fixed sub-objects) are errors.
 Numbers must be finite: the file is strict JSON (no NaN / Infinity).
+
+The rules live in one JSON Schema, ``sidecar.schema.json`` beside this module (draft 2020-12;
+``python -m runtime.validate --schema`` prints it for apps in other languages), and the
+jsonschema library applies them; this module adds what a schema does not say (strict JSON
+values, input size against ``preprocess.size``, an ISO 8601 ``created``, an engine profile's
+min <= opt <= max) and turns the first problem into one line naming the file and the field.
 """
 
 from __future__ import annotations
@@ -47,8 +53,9 @@ import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .atomic import atomic_write_bytes
 from .errors import SidecarError, one_line
@@ -74,7 +81,6 @@ SCHEMA = "iml-sidecar"
 VERSION = 1
 #: Output names every artifact must provide, with their rank.
 CONTRACT_OUTPUTS = {"prob": 4, "score": 2}
-ARTIFACT_FORMATS = ("onnx", "tensorrt")
 RANDOM_INIT = "random-init"
 
 Dim = int | str
@@ -267,8 +273,13 @@ class Sidecar:
 
 
 # --------------------------------------------------------------------------- #
-# Validation
+# Validation: the JSON Schema (sidecar.schema.json) checked by the jsonschema library,
+# then the few checks across fields that a schema does not express
 # --------------------------------------------------------------------------- #
+
+#: The JSON Schema (draft 2020-12) of a sidecar, shipped beside this module so that apps in
+#: other languages can validate sidecars too (``python -m runtime.validate --schema``).
+SCHEMA_FILE = Path(__file__).with_name("sidecar.schema.json")
 
 
 class _Invalid(Exception):
@@ -279,97 +290,131 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
-_TOP_KEYS = ("schema", "version", "model", "variant", "artifact", "input", "preprocess",
-             "outputs", "threshold", "opset", "exporter", "versions", "checkpoint",
-             "parity", "created", "extra")
+@lru_cache(maxsize=None)
+def _schema_document() -> dict[str, Any]:
+    return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
 
 
-def _obj(v: Any, where: str, keys: tuple[str, ...]) -> Mapping[str, Any]:
-    if not isinstance(v, dict):
-        raise _Invalid(f"{where} must be an object, got {type(v).__name__}")
-    missing = [k for k in keys if k not in v]
-    if missing:
-        raise _Invalid(f"missing key{'s' if len(missing) > 1 else ''} "
-                       + ", ".join(f"{where}.{k}" if where != "top level" else k for k in missing))
-    unknown = sorted(str(k) for k in v if k not in keys)
-    if unknown:
-        raise _Invalid(f"unknown key{'s' if len(unknown) > 1 else ''} "
-                       + ", ".join(f"{where}.{k}" if where != "top level" else k for k in unknown))
-    return v
+@lru_cache(maxsize=None)
+def _validator(definition: str | None = None) -> Any:
+    """A jsonschema validator for the whole sidecar, or for one of the schema's ``$defs``.
+    jsonschema is imported here, not at module import, so ``import runtime`` stays cheap."""
+    from jsonschema import Draft202012Validator
+
+    doc = _schema_document()
+    if definition is not None:  # the definition, resolved against the whole document
+        doc = {"$schema": doc["$schema"], "$defs": doc["$defs"], "$ref": f"#/$defs/{definition}"}
+    return Draft202012Validator(doc)
 
 
-def _str(v: Any, where: str, *, allowed: tuple[str, ...] | None = None, empty_ok: bool = False) -> str:
-    if not isinstance(v, str):
-        raise _Invalid(f"{where} must be a string, got {type(v).__name__}")
-    if not v and not empty_ok:
-        raise _Invalid(f"{where} must not be empty")
-    if allowed is not None and v not in allowed:
-        raise _Invalid(f"{where} is {v!r}, expected one of {', '.join(map(repr, allowed))}")
-    return v
+def _where(path: Any, prefix: str = "") -> str:
+    """``preprocess.std[1]`` from a jsonschema path, ``prefix`` in front."""
+    out = prefix
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
-def _int(v: Any, where: str, *, minimum: int | None = None) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _Invalid(f"{where} must be an integer, got {type(v).__name__}")
-    if minimum is not None and v < minimum:
-        raise _Invalid(f"{where} must be >= {minimum}, got {v}")
-    return v
+def _keys(keys: list[str], where: str) -> str:
+    return ", ".join(f"{where}.{k}" if where else k for k in keys)
 
 
-def _float(v: Any, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise _Invalid(f"{where} must be a number, got {type(v).__name__}")
-    if not math.isfinite(v):
-        raise _Invalid(f"{where} must be finite, got {v}")
-    return float(v)
+_TYPE_WORDS = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false",
+               "object": "an object", "array": "a list", "null": "null"}
 
 
-def _bool(v: Any, where: str) -> bool:
-    if not isinstance(v, bool):
-        raise _Invalid(f"{where} must be true or false, got {type(v).__name__}")
-    return v
+def _first_error(errors: Any) -> Any:
+    """The error to report: the one highest up in the file, the first reported among those.
+    A list that lacks an entry (``contains``) comes last: an entry's own error says why."""
+    return min(errors, key=lambda e: (e.validator == "contains", len(e.absolute_path)), default=None)
 
 
-def _list(v: Any, where: str, length: int | None = None) -> list:
-    if not isinstance(v, list):
-        raise _Invalid(f"{where} must be a list, got {type(v).__name__}")
-    if length is not None and len(v) != length:
-        raise _Invalid(f"{where} must have {length} entries, got {len(v)}")
-    return v
+def _describe(error: Any, prefix: str = "") -> str:
+    """One sentence for a jsonschema ValidationError, naming the field as the file spells it."""
+    kind, expected, value = error.validator, error.validator_value, error.instance
+    where = _where(error.absolute_path, prefix)
+    field_ = where or "top level"
+    described = error.schema.get("description") if isinstance(error.schema, dict) else None
+    if kind == "required":
+        missing = [k for k in expected if k not in value]
+        return f"missing key{'s' if len(missing) > 1 else ''} {_keys(missing, where)}"
+    if kind == "additionalProperties":
+        known = error.schema.get("properties", {})
+        unknown = sorted(str(k) for k in value if k not in known)
+        return f"unknown key{'s' if len(unknown) > 1 else ''} {_keys(unknown, where)}"
+    if kind == "type":
+        types = [expected] if isinstance(expected, str) else list(expected)
+        wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
+        return f"{field_} must be {wanted}, got {type(value).__name__}"
+    if kind in ("minItems", "maxItems"):
+        lo, hi = error.schema.get("minItems"), error.schema.get("maxItems")
+        if lo is not None and lo == hi:
+            return f"{field_} must have {lo} entries, got {len(value)}"
+        bound = f"at least {lo}" if kind == "minItems" else f"at most {hi}"
+        return f"{field_} must have {bound} entries, got {len(value)}"
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        sign = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[kind]
+        return f"{field_} must be {sign} {expected:g}, got {value}"
+    if kind == "minLength" and expected == 1:
+        return f"{field_} must not be empty"
+    if kind == "pattern":
+        return f"{field_} must be {described or 'a string matching ' + expected}, got {value!r}"
+    if kind == "enum":
+        return f"{field_} is {value!r}, expected one of {', '.join(map(repr, expected))}"
+    if kind == "const":
+        return f"{field_} must be {expected!r}, got {value!r}"
+    if kind == "contains":
+        name = expected.get("properties", {}).get("name", {}).get("const") if isinstance(expected, dict) else None
+        if name is not None:
+            return f"{field_} lack{'' if where.endswith('s') else 's'} contract output {name!r}"
+    if kind in ("oneOf", "anyOf"):
+        if described:
+            return f"{field_} must be {described}, got {value!r}"
+        # The alternatives the value's type rules out say nothing; of the others, the deepest.
+        ruled_out = [e for e in error.context if e.validator == "type" and e.absolute_path == error.absolute_path]
+        others = [e for e in error.context if e not in ruled_out]
+        if others:
+            return _describe(max(others, key=lambda e: len(e.absolute_path)), prefix)
+        types = [t for e in ruled_out for t in ([e.validator_value] if isinstance(e.validator_value, str)
+                                                else e.validator_value)]
+        if types:
+            wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
+            return f"{field_} must be {wanted}, got {type(value).__name__}"
+    return f"{field_}: {' '.join(error.message.split())}"
 
 
-def _sha(v: Any, where: str, *, random_ok: bool = False) -> str:
-    s = _str(v, where)
-    if random_ok and s == RANDOM_INIT:
-        return s
-    if len(s) != 64 or any(ch not in "0123456789abcdef" for ch in s):
-        extra = f' or "{RANDOM_INIT}"' if random_ok else ""
-        raise _Invalid(f"{where} must be 64 lowercase hex digits{extra}")
-    return s
+def _check_schema(d: Any, definition: str | None = None, prefix: str = "") -> None:
+    problem = _not_plain_json(d, prefix or "top level")
+    if problem:
+        raise _Invalid(problem)
+    error = _first_error(_validator(definition).iter_errors(d))
+    if error is not None:
+        raise _Invalid(_describe(error, prefix))
 
 
-def _json_dict(v: Any, where: str) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise _Invalid(f"{where} must be an object, got {type(v).__name__}")
-    for k in v:
-        if not isinstance(k, str):
-            raise _Invalid(f"{where} keys must be strings")
-    try:
-        json.dumps(v, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise _Invalid(f"{where} is not plain JSON ({one_line(e)})") from None
-    return dict(v)
+def _not_plain_json(v: Any, where: str) -> str | None:
+    """What keeps ``v`` from being written as strict JSON (the file has no NaN, no tuples,
+    no numpy scalars, string keys only), or None. The schema cannot say it: jsonschema accepts
+    any Python number and any Sequence."""
+    if v is None or isinstance(v, (str, bool, int)):
+        return None
+    if isinstance(v, float):
+        return None if math.isfinite(v) else f"{where} must be finite, got {v}"
+    if isinstance(v, dict):
+        for k, item in v.items():
+            if not isinstance(k, str):
+                return f"{where} keys must be strings, got {type(k).__name__}"
+            problem = _not_plain_json(item, f"{where}.{k}" if where != "top level" else k)
+            if problem:
+                return problem
+        return None
+    if isinstance(v, list):
+        return next((p for k, item in enumerate(v) if (p := _not_plain_json(item, f"{where}[{k}]"))), None)
+    return f"{where} is not plain JSON (a {type(v).__name__})"
 
 
-def _shape(v: Any, where: str, rank: int) -> tuple[Dim, ...]:
-    dims = _list(v, where, rank)
-    out: list[Dim] = []
-    for k, d in enumerate(dims):
-        if isinstance(d, str):
-            out.append(_str(d, f"{where}[{k}]"))
-        else:
-            out.append(_int(d, f"{where}[{k}]", minimum=1))
-    return tuple(out)
+def _dims(shape: list[Dim]) -> tuple[Dim, ...]:
+    return tuple(d if isinstance(d, str) else int(d) for d in shape)
 
 
 def _parse(d: Any, name: str) -> Sidecar:
@@ -381,113 +426,43 @@ def _parse(d: Any, name: str) -> Sidecar:
         raise _Invalid(f"schema is {d.get('schema')!r}, expected {SCHEMA!r}")
     if "version" not in d:
         raise _Invalid("missing key version")
-    version = _int(d["version"], "version", minimum=1)
-    if version > VERSION:
+    version = d["version"]
+    if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
         raise SidecarError(f"sidecar {name} has schema version {version}, "
                            f"this runtime reads {VERSION}")
-    if version != VERSION:  # pragma: no cover - only version 1 exists so far
-        raise _Invalid(f"schema version {version} is not supported")
-    _obj(d, "top level", _TOP_KEYS)
+    _check_schema(d)
 
-    model = _str(d["model"], "model")
-    variant = _json_dict(d["variant"], "variant")
-
-    a = _obj(d["artifact"], "artifact", ("file", "format", "sha256"))
-    afile = _str(a["file"], "artifact.file")
-    if "/" in afile or "\\" in afile or afile in (".", ".."):
-        raise _Invalid(f"artifact.file must be a bare file name, got {afile!r}")
-    artifact = ArtifactInfo(afile, _str(a["format"], "artifact.format", allowed=ARTIFACT_FORMATS),
-                            _sha(a["sha256"], "artifact.sha256"))
-
-    i = _obj(d["input"], "input", ("name", "shape", "dtype", "layout", "color"))
-    ishape = _shape(i["shape"], "input.shape", 4)
-    if ishape[1] != 3:
-        raise _Invalid(f"input.shape[1] must be 3 (RGB channels), got {ishape[1]!r}")
-    inp = InputSpec(
-        name=_str(i["name"], "input.name"),
-        shape=ishape,
-        dtype=_str(i["dtype"], "input.dtype", allowed=("float32",)),
-        layout=_str(i["layout"], "input.layout", allowed=("NCHW",)),
-        color=_str(i["color"], "input.color", allowed=("RGB",)),
-    )
-
-    p = _obj(d["preprocess"], "preprocess", ("size", "scale", "mean", "std", "resize"))
-    size = tuple(_int(v, f"preprocess.size[{k}]", minimum=1)
-                 for k, v in enumerate(_list(p["size"], "preprocess.size", 2)))
-    mean = tuple(_float(v, f"preprocess.mean[{k}]")
-                 for k, v in enumerate(_list(p["mean"], "preprocess.mean", 3)))
-    std = tuple(_float(v, f"preprocess.std[{k}]")
-                for k, v in enumerate(_list(p["std"], "preprocess.std", 3)))
-    if any(s <= 0 for s in std):
-        raise _Invalid(f"preprocess.std must be positive, got {list(std)}")
-    scale = _float(p["scale"], "preprocess.scale")
-    if scale <= 0:
-        raise _Invalid(f"preprocess.scale must be positive, got {scale}")
-    pre = PreprocessSpec(size=size, mean=mean, std=std, scale=scale,  # type: ignore[arg-type]
-                         resize=_str(p["resize"], "preprocess.resize", allowed=("bilinear",)))
+    i, p, a, c, q = d["input"], d["preprocess"], d["artifact"], d["checkpoint"], d["parity"]
+    ishape, size = _dims(i["shape"]), tuple(int(v) for v in p["size"])
     for k, axis in ((2, "height"), (3, "width")):
         if isinstance(ishape[k], int) and ishape[k] != size[k - 2]:
             raise _Invalid(f"input.shape {axis} {ishape[k]} differs from preprocess.size {list(size)}")
-
-    outs = _list(d["outputs"], "outputs")
-    outputs: list[OutputSpec] = []
-    for k, o in enumerate(outs):
-        where = f"outputs[{k}]"
-        o = _obj(o, where, ("name", "shape", "dtype", "meaning"))
-        oname = _str(o["name"], f"{where}.name")
-        if oname not in CONTRACT_OUTPUTS:
-            raise _Invalid(f"{where}.name is {oname!r}, outputs must be exactly "
-                           f"{', '.join(map(repr, CONTRACT_OUTPUTS))}")
-        if any(x.name == oname for x in outputs):
-            raise _Invalid(f"output {oname!r} is listed twice")
-        oshape = _shape(o["shape"], f"{where}.shape", CONTRACT_OUTPUTS[oname])
-        if oshape[1] != 1:
-            raise _Invalid(f"{where}.shape[1] must be 1, got {oshape[1]!r}")
-        outputs.append(OutputSpec(oname, oshape,
-                                  _str(o["dtype"], f"{where}.dtype", allowed=("float32",)),
-                                  _str(o["meaning"], f"{where}.meaning", empty_ok=True)))
-    absent = [n for n in CONTRACT_OUTPUTS if not any(x.name == n for x in outputs)]
-    if absent:
-        raise _Invalid(f"outputs lack contract output{'s' if len(absent) > 1 else ''} "
-                       + ", ".join(map(repr, absent)))
-
-    threshold = _float(d["threshold"], "threshold")
-    if not 0.0 <= threshold <= 1.0:
-        raise _Invalid(f"threshold must be in [0, 1], got {threshold}")
-
-    opset = None if d["opset"] is None else _int(d["opset"], "opset", minimum=1)
-    exporter = _str(d["exporter"], "exporter", empty_ok=True)
-
-    versions = _json_dict(d["versions"], "versions")
-    for k, v in versions.items():
-        _str(v, f"versions.{k}", empty_ok=True)
-
-    c = _obj(d["checkpoint"], "checkpoint", ("path", "sha256"))
-    checkpoint = CheckpointInfo(
-        path=None if c["path"] is None else _str(c["path"], "checkpoint.path"),
-        sha256=_sha(c["sha256"], "checkpoint.sha256", random_ok=True),
-    )
-
-    parity = None
-    if d["parity"] is not None:
-        q = _obj(d["parity"], "parity", ("reference", "max_abs_diff", "tolerance", "passed"))
-        parity = ParityInfo(
-            reference=_str(q["reference"], "parity.reference"),
-            max_abs_diff=_float(q["max_abs_diff"], "parity.max_abs_diff"),
-            tolerance=_float(q["tolerance"], "parity.tolerance"),
-            passed=_bool(q["passed"], "parity.passed"),
-        )
-
-    created = _str(d["created"], "created")
     try:
-        datetime.fromisoformat(created)
+        datetime.fromisoformat(d["created"])
     except ValueError:
-        raise _Invalid(f"created is not an ISO 8601 timestamp: {created!r}") from None
+        raise _Invalid(f"created is not an ISO 8601 timestamp: {d['created']!r}") from None
 
-    return Sidecar(model=model, artifact=artifact, input=inp, preprocess=pre,
-                   outputs=tuple(outputs), variant=variant, threshold=threshold, opset=opset,
-                   exporter=exporter, versions=versions, checkpoint=checkpoint, parity=parity,
-                   created=created, extra=_json_dict(d["extra"], "extra"))
+    return Sidecar(
+        model=d["model"],
+        artifact=ArtifactInfo(a["file"], a["format"], a["sha256"]),
+        input=InputSpec(shape=ishape, name=i["name"], dtype=i["dtype"], layout=i["layout"], color=i["color"]),
+        preprocess=PreprocessSpec(size=size,  # type: ignore[arg-type]
+                                  mean=tuple(float(v) for v in p["mean"]),  # type: ignore[arg-type]
+                                  std=tuple(float(v) for v in p["std"]),  # type: ignore[arg-type]
+                                  scale=float(p["scale"]), resize=p["resize"]),
+        outputs=tuple(OutputSpec(o["name"], _dims(o["shape"]), o["dtype"], o["meaning"]) for o in d["outputs"]),
+        variant=dict(d["variant"]),
+        threshold=float(d["threshold"]),
+        opset=None if d["opset"] is None else int(d["opset"]),
+        exporter=d["exporter"],
+        versions=dict(d["versions"]),
+        checkpoint=CheckpointInfo(path=c["path"], sha256=c["sha256"]),
+        parity=None if q is None else ParityInfo(max_abs_diff=float(q["max_abs_diff"]),
+                                                 tolerance=float(q["tolerance"]), passed=q["passed"],
+                                                 reference=q["reference"]),
+        created=d["created"],
+        extra=dict(d["extra"]),
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -495,8 +470,6 @@ def _parse(d: Any, name: str) -> Sidecar:
 # --------------------------------------------------------------------------- #
 
 TENSORRT_EXTRA_KEY = "tensorrt"
-_TRT_KEYS = ("version", "gpu", "compute_capability", "precision", "strongly_typed", "builder_flags",
-             "profile", "workspace_mib", "build_seconds", "fp32_layers", "onnx")
 
 
 @dataclass(frozen=True)
@@ -560,33 +533,20 @@ class TensorRTBuild:
 
 def _parse_trt(d: Any) -> TensorRTBuild:
     w = f"extra.{TENSORRT_EXTRA_KEY}"
-    d = _obj(d, w, _TRT_KEYS)
-    cc = _str(d["compute_capability"], f"{w}.compute_capability")
-    if not all(part.isdigit() for part in cc.split(".")) or cc.count(".") != 1:
-        raise _Invalid(f"{w}.compute_capability must be MAJOR.MINOR, got {cc!r}")
-    prof = _obj(d["profile"], f"{w}.profile", ("input", "min", "opt", "max"))
-    dims = {k: [_int(v, f"{w}.profile.{k}[{i}]", minimum=1) for i, v in enumerate(_list(prof[k], f"{w}.profile.{k}"))]
-            for k in ("min", "opt", "max")}
+    if not isinstance(d, dict):
+        raise _Invalid(f"{w} must be an object, got {type(d).__name__}")
+    _check_schema(d, "tensorrt_build", w)
+    prof = d["profile"]
+    dims = {k: [int(v) for v in prof[k]] for k in ("min", "opt", "max")}
     if not len(dims["min"]) == len(dims["opt"]) == len(dims["max"]):
         raise _Invalid(f"{w}.profile min/opt/max must have the same rank")
     if not all(a <= b <= c for a, b, c in zip(dims["min"], dims["opt"], dims["max"])):
         raise _Invalid(f"{w}.profile must have min <= opt <= max in every dimension")
-    onnx_ref = _obj(d["onnx"], f"{w}.onnx", ("file", "sha256"))
-    flags = _list(d["builder_flags"], f"{w}.builder_flags")
-    seconds = _float(d["build_seconds"], f"{w}.build_seconds")
-    if seconds < 0:
-        raise _Invalid(f"{w}.build_seconds must be >= 0, got {seconds}")
     return TensorRTBuild(
-        version=_str(d["version"], f"{w}.version"),
-        gpu=_str(d["gpu"], f"{w}.gpu"),
-        compute_capability=cc,
-        precision=_str(d["precision"], f"{w}.precision", allowed=("fp32", "fp16", "int8")),
-        strongly_typed=_bool(d["strongly_typed"], f"{w}.strongly_typed"),
-        profile={"input": _str(prof["input"], f"{w}.profile.input"), **dims},
-        workspace_mib=_int(d["workspace_mib"], f"{w}.workspace_mib", minimum=1),
-        build_seconds=seconds,
-        onnx_file=_str(onnx_ref["file"], f"{w}.onnx.file"),
-        onnx_sha256=_sha(onnx_ref["sha256"], f"{w}.onnx.sha256"),
-        builder_flags=tuple(_str(f, f"{w}.builder_flags[{i}]") for i, f in enumerate(flags)),
-        fp32_layers=_int(d["fp32_layers"], f"{w}.fp32_layers", minimum=0),
+        version=d["version"], gpu=d["gpu"], compute_capability=d["compute_capability"],
+        precision=d["precision"], strongly_typed=d["strongly_typed"],
+        profile={"input": prof["input"], **dims},
+        workspace_mib=int(d["workspace_mib"]), build_seconds=float(d["build_seconds"]),
+        onnx_file=d["onnx"]["file"], onnx_sha256=d["onnx"]["sha256"],
+        builder_flags=tuple(d["builder_flags"]), fp32_layers=int(d["fp32_layers"]),
     )

@@ -115,7 +115,7 @@ def test_root_extras_are_the_runtimes_and_versions_agree():
         assert root["optional-dependencies"][extra] == [requirement]
         assert extra in rt["optional-dependencies"]
     assert [Requirement(r).name for r in rt["optional-dependencies"]["openvino"]] == ["openvino"]
-    assert {Requirement(r).name for r in rt["dependencies"]} == {"numpy", "pillow"}
+    assert {Requirement(r).name for r in rt["dependencies"]} == {"numpy", "pillow", "jsonschema"}
     flavours = [{"extra": e} for e in ("cpu", "gpu-cu12", "gpu-cu13")]
     assert ROOT_PROJECT["tool"]["uv"]["conflicts"] == [flavours]
     assert RUNTIME_PROJECT["tool"]["uv"]["conflicts"] == [flavours]
@@ -155,7 +155,8 @@ def test_wheels_share_no_file_and_carry_data_but_no_tests(wheels):
     assert all(n.startswith("runtime/") for n in rt)
     expected_rt = {f"runtime/{p.relative_to(RUNTIME).as_posix()}" for p in RUNTIME.rglob("*.py")
                    if "build" not in p.relative_to(RUNTIME).parts}
-    assert rt == expected_rt  # the modules, nothing else (no pyproject.toml, no egg-info)
+    # the modules and the sidecar's JSON Schema, nothing else (no pyproject.toml, no egg-info)
+    assert rt == expected_rt | {"runtime/sidecar.schema.json"}
     assert not any(n.startswith("runtime/") for n in root)
     assert "engines/recipes.toml" in root
     tests = sorted(n for n in root if Path(n).name.startswith("test_") or Path(n).name == "conftest.py")

@@ -80,7 +80,7 @@ def test_runtime_install_is_small_and_torch_free(runtime_venv):
     assert size <= LIMIT_MB, f"runtime-only venv is {size:.0f} MB > {LIMIT_MB} MB"
     site = next((env_dir / "lib").glob("python*/site-packages"))
     installed = sorted(p.name for p in (site / "runtime").iterdir())
-    assert "pyproject.toml" not in installed and "backends" in installed
+    assert "pyproject.toml" not in installed and "backends" in installed and "sidecar.schema.json" in installed
 
 
 def test_runtime_predicts_from_outside_the_checkout(runtime_venv, tmp_path):

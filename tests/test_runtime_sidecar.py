@@ -145,27 +145,40 @@ def test_missing_file(tmp_path):
     "mutate, fragment",
     [
         (lambda d: d.update(model=3), "model must be a string"),
-        (lambda d: d.update(version=True), "version must be an integer"),
+        (lambda d: d.update(version=True), "version must be 1, got True"),
         (lambda d: d.update(threshold="0.5"), "threshold must be a number"),
         (lambda d: d["input"].update(shape=[1, 3, 32]), "input.shape must have 4 entries"),
         (lambda d: d["input"].update(shape=[1, 1, 32, 32]), "input.shape[1] must be 3"),
         (lambda d: d["input"].update(layout="NHWC"), "input.layout"),
         (lambda d: d["input"].update(shape=[1, 3, 64, 32]), "differs from preprocess.size"),
         (lambda d: d["preprocess"].update(mean=[0.5, 0.5]), "preprocess.mean must have 3"),
-        (lambda d: d["preprocess"].update(std=[1, 0, 1]), "preprocess.std must be positive"),
+        (lambda d: d["preprocess"].update(std=[1, 0, 1]), "preprocess.std[1] must be > 0, got 0"),
         (lambda d: d["artifact"].update(format="tflite"), "artifact.format"),
-        (lambda d: d["artifact"].update(sha256="xyz"), "artifact.sha256"),
-        (lambda d: d["artifact"].update(file="dir/m.onnx"), "bare file name"),
+        (lambda d: d["artifact"].update(sha256="xyz"), "artifact.sha256 must be 64 lowercase hex digits, got 'xyz'"),
+        (lambda d: d["artifact"].update(file="dir/m.onnx"), "artifact.file must be a bare file name"),
         (lambda d: d.update(outputs=d["outputs"][:1]), "lack contract output 'score'"),
-        (lambda d: d["outputs"][1].update(name="logits"), "outputs must be exactly"),
-        (lambda d: d["outputs"].append(dict(d["outputs"][0])), "listed twice"),
+        (lambda d: d["outputs"][1].update(name="logits"),
+         "outputs[1].name is 'logits', expected one of 'prob', 'score'"),
+        (lambda d: d["outputs"].append(dict(d["outputs"][0])), "outputs must have at most 2 entries, got 3"),
+        (lambda d: d.update(outputs=[d["outputs"][0], d["outputs"][0]]), "lack contract output 'score'"),
+        (lambda d: d["outputs"][1].update(shape=["batch", 1, 32, 32]), "outputs[1].shape must have 2 entries, got 4"),
+        (lambda d: d["input"].update(shape=[0, 3, 32, 32]),
+         "input.shape[0] must be a size >= 1 or the name of a dynamic axis"),
+        (lambda d: d.update(threshold=float("nan")), "threshold must be finite, got nan"),
+        (lambda d: d["variant"].update({1: "a"}), "variant keys must be strings"),
+        (lambda d: d["extra"].update(pair=(1, 2)), "extra.pair is not plain JSON (a tuple)"),
+        (lambda d: d.update(parity={}), "missing keys parity.reference, parity.max_abs_diff"),
+        (lambda d: d.update(parity=3), "parity must be null or an object, got int"),
+        (lambda d: d["checkpoint"].update(path=""), "checkpoint.path must be null or a non-empty string"),
+        (lambda d: d.update(model=""), "model must not be empty"),
+        (lambda d: d.update(threshold=1.5), "threshold must be <= 1, got 1.5"),
         (lambda d: d["outputs"][0].update(shape=["batch", 2, 32, 32]), "shape[1] must be 1"),
         (lambda d: d.update(versions={"torch": 2}), "versions.torch must be a string"),
         (lambda d: d["checkpoint"].update(sha256="none"), "checkpoint.sha256"),
         (lambda d: d["parity"].update(passed="yes"), "parity.passed"),
         (lambda d: d.update(created="yesterday"), "ISO 8601"),
         (lambda d: d.update(extra=[]), "extra must be an object"),
-        (lambda d: d.update(opset=1.5), "opset must be an integer"),
+        (lambda d: d.update(opset=1.5), "opset must be an integer or null, got float"),
     ],
 )
 def test_field_validation(sidecar, mutate, fragment):
@@ -174,7 +187,7 @@ def test_field_validation(sidecar, mutate, fragment):
     with pytest.raises(SidecarError) as e:
         Sidecar.from_dict(d, source="side.json")
     assert fragment in str(e.value)
-    assert str(e.value).startswith("sidecar side.json")
+    assert str(e.value).startswith("sidecar side.json: ") and "\n" not in str(e.value)
 
 
 def test_error_hierarchy():
@@ -185,3 +198,35 @@ def test_error_hierarchy():
 def test_top_level_must_be_object(tmp_path):
     with pytest.raises(SidecarError, match="JSON object"):
         Sidecar.load(write_json(tmp_path / "list.json", [1, 2]))
+
+
+def test_schema_is_valid_json_schema_and_matches_what_to_dict_writes(sidecar):
+    """The schema file is a valid draft 2020-12 schema (jsonschema's metaschema check), it
+    names every key ``to_dict`` writes and the contract outputs, and a written sidecar passes
+    it when jsonschema validates it directly, without our wrapper."""
+    import jsonschema
+
+    from runtime.sidecar import CONTRACT_OUTPUTS, SCHEMA_FILE
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    d = sidecar.to_dict()
+    assert set(schema["required"]) == set(schema["properties"]) == set(d) == KEYS
+    for part in ("artifact", "input", "preprocess", "checkpoint"):
+        assert set(schema["properties"][part]["required"]) == set(d[part]), part
+    assert schema["properties"]["schema"]["const"] == SCHEMA and schema["properties"]["version"]["const"] == VERSION
+    assert schema["$defs"]["output"]["properties"]["name"]["enum"] == list(CONTRACT_OUTPUTS)
+    jsonschema.validate(d, schema)
+    d["input"]["layout"] = "NHWC"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(d, schema)
+
+
+def test_integral_floats_are_integers_as_json_schema_says(sidecar):
+    """JSON has one number type: 32.0 is an integer to JSON Schema; the Sidecar holds ints."""
+    d = json.loads(json.dumps(sidecar.to_dict()))
+    d["preprocess"]["size"] = [32.0, 32]
+    d["input"]["shape"] = ["batch", 3, 32, 32.0]
+    side = Sidecar.from_dict(d)
+    assert side.preprocess.size == (32, 32) and side.input.shape == ("batch", 3, 32, 32)
+    assert all(type(v) is int for v in (*side.preprocess.size, *side.input.shape[1:]))
