@@ -183,6 +183,8 @@ def test_console_scripts_run_the_modules_main(wheels):
     cli_modules = set()
     for package in ("train", "export", "bench", "runtime"):
         for p in (ROOT / package).rglob("*.py"):
+            if "build" in p.relative_to(ROOT / package).parts:  # what `pip install ./runtime` leaves there
+                continue
             if 'if __name__ == "__main__"' in p.read_text(encoding="utf-8"):
                 cli_modules.add(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__main__"))
     helpers = {"bench.memory"}  # the child process of bench's memory measurements

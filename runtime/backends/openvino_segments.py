@@ -24,10 +24,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["fold", "compute_ops", "crossing_bytes", "precision_runs", "partition", "SegmentChain", "check_ranges",
+__all__ = ["fold", "op_numbers", "compute_ops", "crossing_bytes", "precision_runs", "partition", "SegmentChain", "check_ranges",
            "even_segments"]
 
-NOT_COMPUTE = ("Parameter", "Constant", "Result")
+#: What ``op_numbers`` gives an op that is not a compute op (a Constant gets None).
+PARAMETER, RESULT = -1, -2
 
 
 def fold(model):
@@ -41,9 +42,26 @@ def fold(model):
     return model
 
 
+def op_numbers(ordered: Sequence) -> list[int | None]:
+    """For each op of ``ordered`` (``Model.get_ordered_ops()``): its compute-op number
+    0..n-1 (what ``fp32_ranges`` counts), ``PARAMETER``, ``RESULT``, or None for a Constant.
+    The one numbering that ``compute_ops``, ``partition`` and ``crossing_bytes`` share."""
+    numbers: list[int | None] = []
+    count = 0
+    for n in ordered:
+        kind = n.get_type_name()
+        if kind in ("Constant", "Parameter", "Result"):
+            numbers.append({"Constant": None, "Parameter": PARAMETER, "Result": RESULT}[kind])
+        else:
+            numbers.append(count)
+            count += 1
+    return numbers
+
+
 def compute_ops(model) -> list:
     """The model's compute ops in topological order (what ``fp32_ranges`` numbers)."""
-    return [n for n in model.get_ordered_ops() if n.get_type_name() not in NOT_COMPUTE]
+    ordered = model.get_ordered_ops()
+    return [n for n, c in zip(ordered, op_numbers(ordered)) if c is not None and c >= 0]
 
 
 def check_ranges(ranges: Sequence[Sequence[int]], n_ops: int) -> list[tuple[int, int]]:
@@ -108,20 +126,17 @@ def partition(model, runs: Sequence[tuple[int, int, str]]) -> tuple[list[Segment
     position = {n.get_instance_id(): k for k, n in enumerate(ordered)}
     last = len(runs) - 1
     segment_of: dict[int, int] = {}
-    number = 0
     bounds = [b for _, b, _ in runs]
     seg = 0
-    for k, n in enumerate(ordered):
-        kind = n.get_type_name()
-        if kind == "Parameter":
+    for k, number in enumerate(op_numbers(ordered)):
+        if number == PARAMETER:
             segment_of[k] = -1
-        elif kind == "Result":
+        elif number == RESULT:
             segment_of[k] = last
-        elif kind != "Constant":
+        elif number is not None:
             while number >= bounds[seg]:
                 seg += 1
             segment_of[k] = seg
-            number += 1
     params: list[list] = [[] for _ in runs]
     inputs: list[list] = [[] for _ in runs]
     outputs: list[list] = [[] for _ in runs]
@@ -188,25 +203,16 @@ def crossing_bytes(model) -> np.ndarray:
     costs one small copy; a cut through an attention block hands on its (tokens x tokens)
     maps and undoes the plugin's fusions, which measured slower than the whole FP32 model."""
     ordered = model.get_ordered_ops()
-    number: dict[int, int] = {}
-    count = 0
-    for n in ordered:
-        kind = n.get_type_name()
-        if kind == "Result":
-            number[n.get_instance_id()] = None
-        elif kind not in ("Parameter", "Constant"):
-            number[n.get_instance_id()] = count
-            count += 1
-        elif kind == "Parameter":
-            number[n.get_instance_id()] = -1
+    numbers = op_numbers(ordered)
+    count = sum(1 for c in numbers if c is not None and c >= 0)
+    # what a reader's position means for a cut: a Result reads after every compute op
+    number = {n.get_instance_id(): (count if c == RESULT else c) for n, c in zip(ordered, numbers)}
     delta = np.zeros(count + 2, dtype=np.int64)
-    for n in ordered:
-        p = number.get(n.get_instance_id(), "const")
-        if p == "const" or p is None:
+    for n, p in zip(ordered, numbers):
+        if p is None or p == RESULT:  # a Constant (read in place) or a Result (makes nothing)
             continue
         for out in n.outputs():
-            last = max((count if number.get(t.get_node().get_instance_id()) is None
-                        else number[t.get_node().get_instance_id()] for t in out.get_target_inputs()), default=p)
+            last = max((number[t.get_node().get_instance_id()] for t in out.get_target_inputs()), default=p)
             if last <= p or not out.get_partial_shape().is_static:
                 continue
             size = int(np.prod([d.get_length() for d in out.get_partial_shape()], dtype=np.int64))
