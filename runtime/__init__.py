@@ -3,8 +3,9 @@
 Its own distribution, ``imlkit-runtime`` (``runtime/pyproject.toml``): numpy, pillow,
 jsonschema (sidecars are checked against ``sidecar.schema.json``) and a backend from an
 extra, ``cpu`` (onnxruntime) or ``gpu-cu12`` / ``gpu-cu13`` (onnxruntime-gpu, TensorRT and
-cuda-python for that CUDA major); tqdm, where installed, draws the CLI's progress bar. It never imports torch or the train/export/bench packages. onnxruntime itself is
-imported only when a model is opened, so ``import runtime`` stays cheap.
+cuda-python for that CUDA major); tqdm, where installed, draws the CLI's progress bar. It
+never imports torch or the train/export/bench packages. onnxruntime itself is imported only
+when a model is opened, so ``import runtime`` stays cheap.
 
     from runtime import Predictor
     pred = Predictor("model.onnx", threads=4).predict("photo.jpg")

@@ -323,6 +323,11 @@ _TYPE_WORDS = {"string": "a string", "integer": "an integer", "number": "a numbe
                "object": "an object", "array": "a list", "null": "null"}
 
 
+def _wanted(types: str | list[str]) -> str:
+    """``an integer or null`` from a schema's ``type``."""
+    return " or ".join(_TYPE_WORDS.get(t, t) for t in ([types] if isinstance(types, str) else types))
+
+
 def _first_error(errors: Any) -> Any:
     """The error to report: the one highest up in the file, the first reported among those.
     A list that lacks an entry (``contains``) comes last: an entry's own error says why."""
@@ -343,9 +348,7 @@ def _describe(error: Any, prefix: str = "") -> str:
         unknown = sorted(str(k) for k in value if k not in known)
         return f"unknown key{'s' if len(unknown) > 1 else ''} {_keys(unknown, where)}"
     if kind == "type":
-        types = [expected] if isinstance(expected, str) else list(expected)
-        wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
-        return f"{field_} must be {wanted}, got {type(value).__name__}"
+        return f"{field_} must be {_wanted(expected)}, got {type(value).__name__}"
     if kind in ("minItems", "maxItems"):
         lo, hi = error.schema.get("minItems"), error.schema.get("maxItems")
         if lo is not None and lo == hi:
@@ -366,7 +369,7 @@ def _describe(error: Any, prefix: str = "") -> str:
     if kind == "contains":
         name = expected.get("properties", {}).get("name", {}).get("const") if isinstance(expected, dict) else None
         if name is not None:
-            return f"{field_} lack{'' if where.endswith('s') else 's'} contract output {name!r}"
+            return f"{field_} lack contract output {name!r}"
     if kind in ("oneOf", "anyOf"):
         if described:
             return f"{field_} must be {described}, got {value!r}"
@@ -375,10 +378,8 @@ def _describe(error: Any, prefix: str = "") -> str:
         others = [e for e in error.context if e not in ruled_out]
         if others:
             return _describe(max(others, key=lambda e: len(e.absolute_path)), prefix)
-        types = [t for e in ruled_out for t in ([e.validator_value] if isinstance(e.validator_value, str)
-                                                else e.validator_value)]
-        if types:
-            wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
+        if ruled_out:
+            wanted = " or ".join(_wanted(e.validator_value) for e in ruled_out)
             return f"{field_} must be {wanted}, got {type(value).__name__}"
     return f"{field_}: {' '.join(error.message.split())}"
 

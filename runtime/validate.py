@@ -22,18 +22,16 @@ from typing import Sequence
 
 from .errors import RuntimeInputError
 from .predictor import checked_sidecar
-from .sidecar import SCHEMA_FILE, Sidecar, TensorRTBuild, sidecar_path
+from .sidecar import SCHEMA_FILE, TensorRTBuild, sidecar_path
 
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
 def artifact_of(path: Path) -> Path:
-    """The artifact a command-line argument names: itself, or the file its sidecar describes."""
-    if path.suffix.lower() != ".json":
-        return path
-    sidecar = Sidecar.load(path)  # a sidecar on its own: read it to find its artifact
-    return path.with_name(sidecar.artifact.file)
+    """The artifact a command-line argument names: itself, or the file whose sidecar it is
+    (``model.onnx.json`` -> ``model.onnx``, the inverse of ``sidecar_path``)."""
+    return path.with_name(path.name[:-len(".json")]) if path.suffix.lower() == ".json" else path
 
 
 def check(path: Path) -> str:

@@ -11,8 +11,8 @@ and reshaped weights become constants, so no segment gets a weight or a shape as
 input, which the plugin cannot compile), then its compute ops (everything but Parameter,
 Constant and Result) are numbered 0..n-1 in ``Model.get_ordered_ops()`` order, which is the
 same for the same file in every process; ``fp32_ranges`` lists half-open [start, end) ranges
-of those numbers kept in FP32. Each tensor that one segment makes and a later one reads becomes an output of the first
-and a Parameter of the second; constants stay where they are. ``SegmentChain`` runs the
+of those numbers kept in FP32. Each tensor that one segment makes and a later one reads
+becomes an output of the first and a Parameter of the second; constants stay where they are. ``SegmentChain`` runs the
 compiled segments one after the other (never two at once, so the thread pool is the same one
 a single model uses) and returns the original model's outputs in their order.
 """
@@ -24,11 +24,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["fold", "op_numbers", "compute_ops", "crossing_bytes", "precision_runs", "partition", "SegmentChain", "check_ranges",
-           "even_segments"]
+__all__ = ["fold", "op_numbers", "compute_ops", "crossing_bytes", "precision_runs", "partition", "SegmentChain",
+           "check_ranges", "even_segments"]
 
 #: What ``op_numbers`` gives an op that is not a compute op (a Constant gets None).
 PARAMETER, RESULT = -1, -2
+_NOT_COMPUTE = {"Constant": None, "Parameter": PARAMETER, "Result": RESULT}
 
 
 def fold(model):
@@ -50,8 +51,8 @@ def op_numbers(ordered: Sequence) -> list[int | None]:
     count = 0
     for n in ordered:
         kind = n.get_type_name()
-        if kind in ("Constant", "Parameter", "Result"):
-            numbers.append({"Constant": None, "Parameter": PARAMETER, "Result": RESULT}[kind])
+        if kind in _NOT_COMPUTE:
+            numbers.append(_NOT_COMPUTE[kind])
         else:
             numbers.append(count)
             count += 1
