@@ -10,8 +10,13 @@ outside the ONNX standard that TensorRT does not parse (``export.check`` rejects
 are built from the default, explicit export. timm's PVT v2 attention (M2SFormer's encoder:
 spatial-reduction attention, queries over every token, keys and values over the reduced map)
 takes the same op: on full-size M2SFormer at 256 that is 19 more attention cores in one
-kernel each (``use_ort_attention``). Other third-party attention (timm's ViT, transformers'
-MiT) is left explicit; its token counts at the papers' sizes are small.
+kernel each (``use_ort_attention``). So do the SegFormer MiT encoders of ``transformers``
+(QMA-Net's two, DiffForensics', M2SFormer's MiT variant), through an attention function
+registered with transformers (``HF_ORT_ATTENTION``), and QMA-Net's cross-modal DFCM attention
+(its ``kernel``). Profiling full-size QMA-Net at 512 on onnxruntime had shown those cores as
+MatMul / Softmax / MatMul with a Transpose on either side (about 12% of the run: 56 MiT and 8
+DFCM cores, the stage-1 ones over 16384 queries). timm's ViT attention is left explicit; its
+token counts at the papers' sizes are small.
 
 The kernel is the torch custom op ``imlkit::ort_mha`` (eager: scaled dot-product attention),
 so both exporters see one opaque call: the TorchScript exporter through the symbolic
@@ -27,12 +32,15 @@ from onnxscript import FLOAT, opset18
 from torch.onnx import symbolic_helper
 
 from train.models.blocks.attention import MultiHeadAttention
+from train.models.blocks.backbones import hf_query_at_default_scale
+from train.models.qmanet import DFCM
 
 from .exporters import CustomOp
 from .rewrites import set_on_all
 
 DOMAIN = "com.microsoft"
 OP = "MultiHeadAttention"
+HF_ORT_ATTENTION = "iml_ort"  # the name of our attention function in transformers' registry
 
 
 @torch.library.custom_op("imlkit::ort_mha", mutates_args=())
@@ -97,14 +105,37 @@ def _pvt_attention_forward(self, x: torch.Tensor, feat_size) -> torch.Tensor:
     return self.proj_drop(self.proj(ort_mha(q, k, v, self.num_heads)))
 
 
+def _hf_ort_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers attention function: (B, heads, N, d) Q/K/V merged to (B, N, heads * d),
+    attended by ``imlkit::ort_mha``, returned as (B, N, heads, d) with no weights.
+    onnxruntime's optimiser cancels most of the Transposes this adds against the model's own
+    (QMA-Net at 512 runs 158 Transpose kernels instead of 362 with the explicit cores)."""
+    query = hf_query_at_default_scale(query, attention_mask, scaling, "onnxruntime")
+    b, heads, n, d = query.shape
+
+    def merge(x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2).reshape(b, x.shape[2], heads * d)
+
+    return ort_mha(merge(query), merge(key), merge(value), heads).reshape(b, n, heads, d), None
+
+
 def use_ort_attention(model: nn.Module) -> int:
-    """Route every ``MultiHeadAttention`` of ``model``, and every timm PVT v2 attention, through
-    the onnxruntime op; returns how many layers changed."""
+    """Route every ``MultiHeadAttention`` and DFCM of ``model``, every timm PVT v2 attention and
+    every transformers SegFormer attention through the onnxruntime op; returns how many
+    layers changed."""
     from types import MethodType
 
     from timm.models.pvt_v2 import Attention as PvtAttention
+    from transformers import AttentionInterface
+    from transformers.models.segformer.modeling_segformer import SegformerAttention
 
     pvt = [m for m in model.modules() if isinstance(m, PvtAttention)]
     for module in pvt:
         module.forward = MethodType(_pvt_attention_forward, module)
-    return set_on_all(model, MultiHeadAttention, kernel=ort_attention_kernel) + len(pvt)
+    segformer = [m for m in model.modules() if isinstance(m, SegformerAttention)]
+    if segformer:
+        AttentionInterface.register(HF_ORT_ATTENTION, _hf_ort_attention)
+    for module in segformer:  # the config is the encoder's, shared by its layers
+        module.config._attn_implementation = HF_ORT_ATTENTION
+    ours = set_on_all(model, MultiHeadAttention, kernel=ort_attention_kernel)
+    return ours + set_on_all(model, DFCM, kernel=ort_attention_kernel) + len(pvt) + len(segformer)

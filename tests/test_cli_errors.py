@@ -292,7 +292,7 @@ def test_ctrl_c_while_a_cli_imports(tmp_path):
 
 
 CLI_MODULES = ["export.check", "export.tensorrt", "export.trtexec", "export.triton", "bench.report", "bench.demo",
-               "bench.prepare", "bench.peak", "bench.trtexec_json", "bench.exporters", "train.convert"]
+               "bench.prepare", "bench.peak", "bench.ops", "bench.trtexec_json", "bench.exporters", "train.convert"]
 
 
 @pytest.mark.parametrize("module", CLI_MODULES)

@@ -250,6 +250,54 @@ def test_ort_attention_export_fuses_our_attention_layers(tmp_path):
         assert torch.allclose(layer(q, kv), ref, atol=1e-6)
 
 
+
+def test_ort_attention_takes_segformer_and_dfcm_attention(tmp_path):
+    """QMA-Net: every transformers SegFormer attention of its two MiT encoders and both cores
+    of each DFCM become MultiHeadAttention nodes (no explicit attention left), with the
+    explicit export's outputs; in eager mode the routed layers equal the default ones,
+    including a SegFormer layer with reduced keys and a non-default scale, and a DFCM with
+    several heads per group."""
+    from transformers import SegformerConfig
+    from transformers.models.segformer.modeling_segformer import SegformerAttention
+
+    from export.ort_attention import use_ort_attention
+    from runtime.backends.ort_backend import OrtBackend
+    from train.models.blocks.attention import MultiHeadAttention
+    from train.models.qmanet import DFCM
+
+    model = build_model("qmanet", small=True)
+    segformer = sum(isinstance(m, SegformerAttention) for m in model.modules())
+    dfcm = sum(isinstance(m, DFCM) for m in model.modules())
+    ours = sum(isinstance(m, MultiHeadAttention) for m in model.modules())
+    fused = export_model("qmanet", tmp_path / "qma_ort.onnx", small=True, attention="ort")
+    mha = [n for n in onnx.load(str(fused.onnx_path)).graph.node if n.op_type == "MultiHeadAttention"]
+    assert segformer > 0 and dfcm > 0
+    assert len(mha) == segformer + 2 * dfcm + ours and fused.lint.attention_patterns == 0
+    size = get_spec("qmanet").small_size
+    x = np.random.default_rng(5).standard_normal((1, 3, size, size)).astype(np.float32)
+    a, b = OrtBackend(small_export("qmanet")).run(x), OrtBackend(fused.onnx_path).run(x)
+    assert np.abs(a["prob"] - b["prob"]).max() < 1e-5 and np.abs(a["score"] - b["score"]).max() < 1e-5
+
+    torch.manual_seed(0)
+    config = SegformerConfig(hidden_sizes=[32], num_attention_heads=[4], depths=[1])
+    config._attn_implementation = "sdpa"
+    for sr, scaling in ((1, None), (2, 0.3)):
+        layer = SegformerAttention(config, 32, 4, sr).eval()
+        if scaling is not None:
+            layer.scaling = scaling
+        tokens = torch.randn(2, 8 * 8, 32)
+        with torch.no_grad():
+            ref = layer(tokens, 8, 8)[0]
+            assert use_ort_attention(layer) == 1
+            assert torch.allclose(layer(tokens, 8, 8)[0], ref, atol=1e-6)
+        config._attn_implementation = "sdpa"
+    layer = DFCM(32, groups=4, heads=8, sr_ratio=2).eval()
+    rgb, noise = torch.randn(2, 32, 8, 8), torch.randn(2, 32, 8, 8)
+    with torch.no_grad():
+        ref = layer(rgb, noise)
+        assert use_ort_attention(layer) == 1
+        assert all(torch.allclose(r, o, atol=1e-6) for r, o in zip(ref, layer(rgb, noise)))
+
 def test_export_rejects_an_unknown_attention_mode(tmp_path):
     with pytest.raises(ExportError, match="attention"):
         export_model("m2sformer", tmp_path / "x.onnx", small=True, attention="flash")

@@ -192,3 +192,31 @@ def test_backends_freed_oldest_first_leave_the_signal_stack_alone(tiny, tmp_path
     assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
     stacks, ok = run.stdout.splitlines()
     assert ok == "ok" and len(set(stacks.split())) == 1, stacks  # six readings, one stack
+
+
+def test_profiling_hooks_of_both_backends(tiny, tmp_path):
+    """onnxruntime's profiler and OpenVINO's per-layer counters (what bench.ops reads): each
+    records the run it was asked to, and each refuses a combination it cannot honour."""
+    import json
+
+    from runtime.backends.ort_backend import OrtBackend
+
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    backend = OrtBackend(tiny, ["CPUExecutionProvider"], profile_prefix=tmp_path / "p")
+    backend.run(x)
+    trace = json.loads(open(backend.end_profiling()).read())
+    assert any(e.get("name") == "model_run" for e in trace)
+    import onnxruntime
+
+    with pytest.raises(RuntimeInputError, match="profile_prefix"):
+        OrtBackend(tiny, session_options=onnxruntime.SessionOptions(), profile_prefix=tmp_path / "q")
+
+    counted = openvino_backend.OpenVinoBackend(tiny, perf_counts=True)
+    counted.run(x)
+    layers = counted.profiling_info()
+    assert layers and any(layer.real_time.total_seconds() > 0 for layer in layers)
+    with pytest.raises(BackendError, match="perf_counts=True"):
+        openvino_backend.OpenVinoBackend(tiny).profiling_info()
+    with pytest.raises(BackendError, match="perf_counts"):
+        openvino_backend.OpenVinoBackend(tiny, precision="bf16" if HAS_BF16 else "fp16", perf_counts=True,
+                                         fp32_ranges=[(0, 1)])

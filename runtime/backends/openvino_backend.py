@@ -16,7 +16,8 @@ Threads: ``INFERENCE_NUM_THREADS`` = ``threads`` or the physical cores this proc
 (``runtime.machine.physical_cores``), one stream, the latency hint. CPU pinning is off: an
 embedding app's own threads are not displaced from their cores. OpenVINO's CPU plugin (TBB
 threading in the PyPI wheels) has no worker spin-wait setting; its idle workers go to sleep by
-TBB's own rule, so ``settings["spin"]`` is None.
+TBB's own rule, so ``settings["spin"]`` is None. ``perf_counts=True`` turns on the plugin's
+per-layer counters (``profiling_info``; ``python -m bench.ops`` reads them).
 
 openvino is imported when an ``OpenVinoBackend`` is created, not when this module is.
 """
@@ -98,7 +99,7 @@ class OpenVinoBackend:
     name = "openvino"
 
     def __init__(self, path: str | os.PathLike, *, precision: str | None = None, threads: int | None = None,
-                 fp32_ranges: Sequence[Sequence[int]] | None = None):
+                 fp32_ranges: Sequence[Sequence[int]] | None = None, perf_counts: bool = False):
         self.path = Path(path)
         precision = precision or "fp32"
         if precision not in PRECISION_HINTS:
@@ -117,6 +118,12 @@ class OpenVinoBackend:
         self._threads = threads or physical_cores()
         config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "INFERENCE_NUM_THREADS": self._threads,
                   "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+        if perf_counts:
+            if fp32_ranges:
+                raise BackendError("perf_counts: the per-layer counters cover one compiled model; a split "
+                                   "(fp32_ranges) runs several")
+            config["PERF_COUNT"] = True
+        self._perf_counts = perf_counts
         try:
             model = core.read_model(str(self.path))
         except Exception as e:  # openvino raises RuntimeError subclasses of its own
@@ -192,6 +199,13 @@ class OpenVinoBackend:
     def fixed_batch(self) -> int | None:
         b = self._input_shape[0] if self._input_shape else None
         return b if isinstance(b, int) and b > 0 else None
+
+    def profiling_info(self) -> list:
+        """With ``perf_counts=True``: the plugin's per-layer counters of the last inference
+        (``openvino.ProfilingInfo``: node name and type, kernel, status, real time)."""
+        if not self._perf_counts:
+            raise BackendError("profiling_info: create the backend with perf_counts=True")
+        return list(self._request.profiling_info)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run a float32 (N, 3, H, W) batch; returns float32 "prob" (N,1,h,w) and "score" (N,1)."""

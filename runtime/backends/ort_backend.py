@@ -9,6 +9,8 @@ leaves the cores to the embedding app and to other libraries' thread pools; ``sp
 lets onnxruntime's workers busy-wait between operators as its default does. An app may
 instead hand over its own ``onnxruntime.SessionOptions`` (``session_options``, used as given,
 not copied or changed; not with ``threads`` or ``spin``). Logging is error-only.
+``profile_prefix`` turns on onnxruntime's profiler with the default options (its trace file
+name starts with it; ``end_profiling`` returns it; ``python -m bench.ops`` reads it).
 
 Precision: onnxruntime runs the arithmetic the ONNX file holds (an FP32 export, or the
 FP16-mixed / INT8 Q/DQ artifacts of ``export.precision`` / ``export.quantize``);
@@ -70,12 +72,14 @@ class OrtBackend:
 
     def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None, *,
                  threads: int | None = None, session_options=None, spin: bool | None = None,
-                 precision: str | None = None, artifact_precision: str = "fp32"):
+                 precision: str | None = None, artifact_precision: str = "fp32",
+                 profile_prefix: str | os.PathLike | None = None):
         self.path = Path(path)
         threads = check_threads(threads)
-        if session_options is not None and (threads is not None or spin is not None):
-            raise RuntimeInputError("threads: give either threads/spin or session_options (set "
-                                    "session_options.intra_op_num_threads and its spinning config entries instead)")
+        if session_options is not None and (threads is not None or spin is not None or profile_prefix is not None):
+            raise RuntimeInputError("threads: give either threads/spin/profile_prefix or session_options (set "
+                                    "session_options.intra_op_num_threads, its spinning config entries and "
+                                    "enable_profiling instead)")
         if precision not in (None, artifact_precision):
             raise BackendError(f"precision {precision}: onnxruntime runs the arithmetic the ONNX file holds, "
                                f"and {self.path.name} is {artifact_precision} (export a {precision} artifact, "
@@ -101,6 +105,9 @@ class OrtBackend:
             flag = "1" if spin else "0"
             opts.add_session_config_entry("session.intra_op.allow_spinning", flag)
             opts.add_session_config_entry("session.inter_op.allow_spinning", flag)
+            if profile_prefix is not None:
+                opts.enable_profiling = True
+                opts.profile_file_prefix = str(profile_prefix)
         self._version = ort.__version__
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=chosen)
@@ -147,6 +154,11 @@ class OrtBackend:
     def fixed_batch(self) -> int | None:
         b = self.input_shape[0] if self.input_shape else None
         return b if isinstance(b, int) and b > 0 else None
+
+    def end_profiling(self) -> str:
+        """Where session options with ``enable_profiling`` set made onnxruntime profile the
+        runs: stop it and return the path of its trace (Chrome trace-event JSON)."""
+        return self._session.end_profiling()
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run a float32 (N, 3, H, W) batch; returns float32 "prob" (N,1,h,w) and "score" (N,1)."""

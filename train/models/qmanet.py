@@ -21,7 +21,7 @@ open is a constructor argument; the docstring of ``QMANet`` lists which defaults
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -106,7 +106,10 @@ class DFCM(nn.Module):
     over the 128 x 128 stage-1 tokens alone holds most of that), with no parameter more.
 
     The attention is built on ``scaled_attention``; ``fused_attn`` switches it between the
-    SDPA and the explicit MatMul-Softmax-MatMul path (``set_fused_attention``)."""
+    SDPA and the explicit MatMul-Softmax-MatMul path (``set_fused_attention``). ``kernel``
+    (None by default), as in ``MultiHeadAttention``: a callable ``(q, k, v, heads) -> out`` on
+    (B, tokens, C) tensors that replaces that core (the export's onnxruntime attention);
+    inference only."""
 
     def __init__(self, channels: int, groups: int = 8, heads: int | None = None, reduction: int = 16,
                  sr_ratio: int = 1) -> None:
@@ -126,12 +129,16 @@ class DFCM(nn.Module):
         self.q_rgb, self.k_rgb, self.v_rgb = gcm(), gcm(), gcm()
         self.q_noise, self.k_noise, self.v_noise = gcm(), gcm(), gcm()
         self.fused_attn = True
+        self.kernel: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None
 
     def _tokens(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, h, w) -> (B, heads, hw, C/heads)
         b, c = x.shape[:2]
         return x.reshape(b, self.heads, c // self.heads, -1).transpose(-2, -1)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.kernel is not None:  # (B, C, h, w) -> (B, hw, C): channel c = head * C/heads + j, as _tokens
+            out = self.kernel(*(x.flatten(2).transpose(1, 2) for x in (q, k, v)), self.heads)
+            return out.transpose(1, 2).reshape(q.shape)
         out = scaled_attention(self._tokens(q), self._tokens(k), self._tokens(v), self.fused_attn)
         return out.transpose(-2, -1).reshape(q.shape)
 

@@ -32,12 +32,19 @@ SMALL_MIT: dict[str, Any] = {"depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64
 EXPLICIT_ATTENTION = "iml_explicit"
 
 
-def _explicit_hf_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """transformers attention interface: scale folded into Q, MatMul -> Softmax -> MatMul."""
+def hf_query_at_default_scale(query: torch.Tensor, attention_mask, scaling: float | None, path: str) -> torch.Tensor:
+    """For a transformers attention function whose core scales by 1/sqrt(head_dim): ``query``
+    (B, heads, N, d) rescaled so that the core applies ``scaling``; refuses a mask."""
     if attention_mask is not None:
-        raise ValueError("the explicit attention path does not take an attention mask")
+        raise ValueError(f"the {path} attention path does not take an attention mask")
     if scaling is not None and abs(scaling - query.shape[-1] ** -0.5) > 1e-12:
         query = query * (scaling * query.shape[-1] ** 0.5)
+    return query
+
+
+def _explicit_hf_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers attention interface: scale folded into Q, MatMul -> Softmax -> MatMul."""
+    query = hf_query_at_default_scale(query, attention_mask, scaling, "explicit")
     out = scaled_attention(query, key, value, fused=False, dropout_p=dropout if module.training else 0.0)
     return out.transpose(1, 2).contiguous(), None
 
