@@ -192,17 +192,22 @@ def profile_onnxruntime(model: Path, rounds: int, threads: int | None, size: int
 
     with tempfile.TemporaryDirectory(prefix="iml-ops-") as folder:
         backend = OrtBackend(model, ["CPUExecutionProvider"], threads=threads, profile_prefix=Path(folder) / "ort")
-        x = _input(backend, size)
-        for _ in range(rounds + 1):  # warm-up first: read_ort_trace keeps the last `rounds`
-            backend.run(x)
-        kernels = read_ort_trace(backend.end_profiling(), rounds)
+        try:
+            x = _input(backend, size)
+            for _ in range(rounds + 1):  # warm-up first: read_ort_trace keeps the last `rounds`
+                backend.run(x)
+        finally:  # the trace is written now, while its folder exists, also when a run failed
+            trace = backend.end_profiling()
+        kernels = read_ort_trace(trace, rounds)
     return kernels, backend.settings
 
 
 def profile_openvino(model: Path, rounds: int, threads: int | None, size: int | None) -> tuple[list[Kernel], dict]:
     from runtime.backends.openvino_backend import OpenVinoBackend
 
-    backend = OpenVinoBackend(model, precision="fp32", threads=threads, perf_counts=True)
+    backend = OpenVinoBackend(model, precision="fp32", threads=threads, perf_counts=True)  # one line if no openvino
+    from openvino import ProfilingInfo
+
     x = _input(backend, size)
     backend.run(x)
     total: dict[str, float] = defaultdict(float)
@@ -210,7 +215,7 @@ def profile_openvino(model: Path, rounds: int, threads: int | None, size: int | 
     for _ in range(rounds):
         backend.run(x)
         for layer in backend.profiling_info():
-            if str(layer.status).endswith("EXECUTED") and not str(layer.status).endswith("NOT_EXECUTED"):
+            if layer.status == ProfilingInfo.Status.EXECUTED:  # not the NOT_RUN / OPTIMIZED_OUT layers
                 total[layer.node_name] += layer.real_time.total_seconds() * 1e3
                 ops[layer.node_name] = layer.node_type
     return [Kernel(name, ops[name], ms / rounds) for name, ms in total.items()], backend.settings
