@@ -304,7 +304,6 @@ def main(argv: list[str] | None = None) -> int:
     print(table(by_module, f"module (depth {args.depth})", args.top, with_ops=True))
     if not args.no_files:
         stem = args.model.name[: -len(".onnx")] if args.model.name.endswith(".onnx") else args.model.name
-        args.out.mkdir(parents=True, exist_ok=True)
         record: dict[str, Any] = {"model": str(args.model), "backend": args.backend, "settings": settings,
                                   "rounds": args.rounds, "depth": args.depth, "ms_per_call": whole,
                                   "by_op": [asdict(g) for g in by_op], "by_module": [asdict(g) for g in by_module],

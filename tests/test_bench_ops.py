@@ -161,3 +161,13 @@ def test_bad_model_is_one_line_and_writes_nothing(tmp_path, content):
     assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: model ") and str(model) in lines[0]
     assert ("file not found" if content is None else "not a loadable ONNX model") in lines[0]
     assert not out.exists()
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
+    model = contract_graph(tmp_path / "two_convs.onnx")
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    assert main([str(model), "--rounds", "1", "--out", str(blocker / "ops")]) == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("error:") and "not_a_folder" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_folder", "two_convs.onnx"]
