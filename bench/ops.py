@@ -15,7 +15,7 @@ backend made and named itself (layout conversions, some fusions) count as ``(no 
 For onnxruntime, convolutions, matrix products and attention also get their achieved GFLOP/s
 from the shapes in the trace (2 x multiply-adds), to set against ``python -m bench.peak``;
 OpenVINO's counters carry no shapes, so its rows have none.
-This is how the export's attention rewrites were found: QMA-Net at 512 spent ~13% of its
+This is how the export's attention rewrites were found: QMA-Net at 512 spent ~12% of its
 onnxruntime time in MatMul / Softmax / Transpose around attention cores that ``--attention
 ort`` now fuses (README, Benchmarks).
 
@@ -84,6 +84,11 @@ def _dynamo_parts(scopes: list[str]) -> list[str]:
     return [p for p in parts if p]
 
 
+def _path_parts(name: str) -> list[str]:
+    """Module parts of a TorchScript-style ``/a/b/Op`` node name (['a', 'b'])."""
+    return [p for p in name.split("/")[1:-1] if p]
+
+
 def graph_modules(path: str | Path) -> dict[str, list[str]]:
     """Node and value names of an exported ONNX graph -> the module path of the node that makes
     them: the TorchScript exporter names nodes ``/a/b/Op``, the dynamo exporter records
@@ -102,7 +107,7 @@ def graph_modules(path: str | Path) -> dict[str, list[str]]:
         if "pkg.torch.onnx.name_scopes" in meta:
             parts = _dynamo_parts(ast.literal_eval(meta["pkg.torch.onnx.name_scopes"]))
         elif node.name.startswith("/"):
-            parts = [p for p in node.name.split("/")[1:-1] if p]
+            parts = _path_parts(node.name)
         else:
             continue
         for name in (node.name, *node.output):
@@ -122,7 +127,7 @@ def module_of(name: str, depth: int, names: dict[str, list[str]] | None = None) 
             parts = names[candidate]
             break
     if parts is None and name.startswith("/"):
-        parts = [p for p in name.split("/")[1:-1] if p]
+        parts = _path_parts(name)
     return "/".join(parts[:depth]) if parts else OUTSIDE
 
 
