@@ -1,7 +1,7 @@
 """What this machine is, for the runtime's defaults and for ``runtime.tune``'s records: the
-CPU's name and instruction-set flags, the physical cores this process may use, and a
-fingerprint (CPU, flags, cores, library versions) that says whether a tuning result written
-on one machine applies to another.
+CPU's name, generation and instruction-set flags, the physical cores this process may use,
+and a fingerprint (CPU, generation, flags, cores, library versions) that says whether a
+tuning result written on one machine applies to another.
 
 Linux reads ``/proc/cpuinfo`` and the sysfs topology; elsewhere the name comes from
 ``platform`` and the flags are empty (BF16 then counts as absent, which only ever keeps the
@@ -16,7 +16,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["cpu_name", "cpu_flags", "physical_cores", "has_bf16", "has_fp16", "library_versions",
+__all__ = ["cpu_name", "cpu_model", "cpu_flags", "physical_cores", "has_bf16", "has_fp16", "library_versions",
            "fingerprint", "TRACKED_FLAGS"]
 
 # The flags that change which kernels the backends run (and so their speed and rounding);
@@ -48,6 +48,26 @@ def cpu_name() -> str:
     """The CPU's marketing name ("AMD EPYC 9R14", "Intel(R) Xeon(R) ..."), or the platform's."""
     info = _cpuinfo()
     return info.get("model name") or info.get("Model") or platform.processor() or platform.machine() or "unknown"
+
+
+# /proc/cpuinfo's numbers for a CPU's make and generation: x86, then Arm.
+_MODEL_KEYS = ("vendor_id", "cpu family", "model", "stepping",
+               "CPU implementer", "CPU architecture", "CPU variant", "CPU part", "CPU revision")
+
+
+def cpu_model() -> str:
+    """The CPU's make and generation as the kernel numbers them ("AuthenticAMD cpu family 26
+    model 2 stepping 1"; on Arm the implementer, architecture, variant, part and revision),
+    or "" where /proc/cpuinfo has none. Cloud VMs often mask the name: two hosts both called
+    "AMD EPYC" with the same tracked flags were a Zen 4 (family 25) and a Zen 5 (family 26),
+    whose kernels rank the backends differently; these numbers tell them apart."""
+    info = _cpuinfo()
+    parts = []
+    for key in _MODEL_KEYS:
+        value = info.get(key)
+        if value:
+            parts.append(value if key == "vendor_id" else f"{key} {value}")
+    return " ".join(parts)
 
 
 def cpu_flags() -> frozenset[str]:
@@ -102,10 +122,12 @@ def library_versions() -> dict[str, str]:
 
 
 def fingerprint() -> dict[str, object]:
-    """The machine as a tuning result depends on it: CPU name, tracked flags, physical cores
-    usable here, OS and architecture, library versions. Equal fingerprints: the result applies."""
+    """The machine as a tuning result depends on it: CPU name and generation, tracked flags,
+    physical cores usable here, OS and architecture, library versions. Equal fingerprints: the
+    result applies."""
     return {
         "cpu": cpu_name(),
+        "cpu_model": cpu_model(),
         "flags": sorted(cpu_flags() & set(TRACKED_FLAGS)),
         "physical_cores": physical_cores(),
         "system": f"{platform.system()} {platform.machine()}",

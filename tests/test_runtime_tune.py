@@ -74,6 +74,10 @@ def test_a_tuning_from_another_machine_or_for_another_file_is_ignored(tuned, tmp
     tune_path(copy).write_text(json.dumps(other))
     data, why = load_tuned(copy)
     assert data is None and "another machine (cpu 'Some Other CPU' there" in why
+    same_name = {**record, "machine": {**record["machine"], "cpu_model": "AuthenticAMD cpu family 25 model 17"}}
+    tune_path(copy).write_text(json.dumps(same_name))  # same name and flags, another generation
+    data, why = load_tuned(copy)
+    assert data is None and "another machine (cpu_model 'AuthenticAMD cpu family 25 model 17' there" in why
     pred = Predictor(copy)
     assert pred.choice.source == "default" and pred.backend.name == "onnxruntime"
     tune_path(copy).write_text(json.dumps({**record, "model_sha256": "0" * 64}))
