@@ -19,8 +19,13 @@ This is how the export's attention rewrites were found: QMA-Net at 512 spent ~12
 onnxruntime time in MatMul / Softmax / Transpose around attention cores that ``--attention
 ort`` now fuses (README, Benchmarks).
 
+``--precision bf16`` profiles OpenVINO's BF16 kernels (on a CPU with native BF16), to see
+which layers gain from BF16 and which do not: set against the FP32 profile of the same file.
+
 Writes ``OUT/<model>.ops.json`` (every kernel and the summaries) and ``OUT/<model>.ops.png``
-(time by op type and by module) unless ``--no-files``; prints both tables.
+(time by op type and by module) unless ``--no-files``; OpenVINO's get the tag
+``<model>.openvino.ops.json`` (``openvino-bf16`` for BF16), so profiles of one file on the
+two backends sit side by side; prints both tables.
 """
 from __future__ import annotations
 
@@ -50,12 +55,14 @@ MATMUL_LIKE = ("Gemm", "MatMul", "FusedMatMul", "FusedGemm")
 
 @dataclass
 class Kernel:
-    """One node of the executed graph, its mean time per call and (where known) its FLOPs."""
+    """One node of the executed graph, its mean time per call, (where known) its FLOPs, and
+    (OpenVINO) the implementation that ran it, e.g. ``brgemm_avx512_bf16``: its precision."""
     name: str
     op: str
     ms: float
     gflop: float | None = None
     shapes: list[list[int]] = field(default_factory=list)
+    impl: str = ""
 
 
 @dataclass
@@ -192,7 +199,8 @@ def _input(backend, size: int | None) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((n or 1, c or 3, h, w)).astype(np.float32)
 
 
-def profile_onnxruntime(model: Path, rounds: int, threads: int | None, size: int | None) -> tuple[list[Kernel], dict]:
+def profile_onnxruntime(model: Path, rounds: int, threads: int | None, size: int | None,
+                        precision: str = "fp32") -> tuple[list[Kernel], dict]:
     from runtime.backends.ort_backend import OrtBackend
 
     with tempfile.TemporaryDirectory(prefix="iml-ops-") as folder:
@@ -207,23 +215,27 @@ def profile_onnxruntime(model: Path, rounds: int, threads: int | None, size: int
     return kernels, backend.settings
 
 
-def profile_openvino(model: Path, rounds: int, threads: int | None, size: int | None) -> tuple[list[Kernel], dict]:
+def profile_openvino(model: Path, rounds: int, threads: int | None, size: int | None,
+                     precision: str = "fp32") -> tuple[list[Kernel], dict]:
     from runtime.backends.openvino_backend import OpenVinoBackend
 
-    backend = OpenVinoBackend(model, precision="fp32", threads=threads, perf_counts=True)  # one line if no openvino
+    # one line if there is no openvino, or no native BF16 for precision="bf16"
+    backend = OpenVinoBackend(model, precision=precision, threads=threads, perf_counts=True)
     from openvino import ProfilingInfo
 
     x = _input(backend, size)
     backend.run(x)
     total: dict[str, float] = defaultdict(float)
     ops: dict[str, str] = {}
+    impls: dict[str, str] = {}
     for _ in range(rounds):
         backend.run(x)
         for layer in backend.profiling_info():
             if layer.status == ProfilingInfo.Status.EXECUTED:  # not the NOT_RUN / OPTIMIZED_OUT layers
                 total[layer.node_name] += layer.real_time.total_seconds() * 1e3
                 ops[layer.node_name] = layer.node_type
-    return [Kernel(name, ops[name], ms / rounds) for name, ms in total.items()], backend.settings
+                impls[layer.node_name] = layer.exec_type
+    return [Kernel(name, ops[name], ms / rounds, impl=impls[name]) for name, ms in total.items()], backend.settings
 
 
 def summarize(kernels: list[Kernel], key) -> list[Group]:
@@ -281,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ops", description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="an exported ONNX model (with the prob / score outputs)")
     parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: OpenVINO's BF16 kernels (default fp32)")
     parser.add_argument("--rounds", type=int, default=3, help="profiled calls after one warm-up (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
     parser.add_argument("--size", type=int, default=None, help="input size for a model with a dynamic one")
@@ -291,17 +305,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.rounds, args.depth, args.top) < 1:
         parser.error("--rounds, --depth and --top must be positive")
+    if args.precision != "fp32" and args.backend == "onnxruntime":
+        parser.error(f"--precision {args.precision}: onnxruntime's CPU kernels run FP32 here; use --backend openvino")
     if not args.model.is_file():
         raise RuntimeInputError(f"model {args.model}: file not found")
     names = graph_modules(args.model)  # first: a file that is no ONNX model fails here, in one line
     run = profile_onnxruntime if args.backend == "onnxruntime" else profile_openvino
-    kernels, settings = run(args.model, args.rounds, args.threads, args.size)
+    kernels, settings = run(args.model, args.rounds, args.threads, args.size, args.precision)
     if not kernels:
         raise RuntimeInputError(f"model {args.model}: the {args.backend} profile holds no kernels")
     by_op = summarize(kernels, lambda k: k.op)
     by_module = summarize(kernels, lambda k: module_of(k.name, args.depth, names))
     whole = sum(k.ms for k in kernels)
-    head = (f"{args.model.name}: {args.backend} {settings.get('version', '')}, threads {settings.get('threads')}, "
+    head = (f"{args.model.name}: {args.backend} {settings.get('version', '')} {args.precision.upper()}, threads {settings.get('threads')}, "
             f"{args.rounds} profiled calls, kernels sum to {whole:.1f} ms per call")
     print(head)
     print(table(by_op, "op type", args.top, with_ops=False))
@@ -309,13 +325,16 @@ def main(argv: list[str] | None = None) -> int:
     print(table(by_module, f"module (depth {args.depth})", args.top, with_ops=True))
     if not args.no_files:
         stem = args.model.name[: -len(".onnx")] if args.model.name.endswith(".onnx") else args.model.name
-        record: dict[str, Any] = {"model": str(args.model), "backend": args.backend, "settings": settings,
+        record: dict[str, Any] = {"model": str(args.model), "backend": args.backend, "precision": args.precision,
+                                  "settings": settings,
                                   "rounds": args.rounds, "depth": args.depth, "ms_per_call": whole,
                                   "by_op": [asdict(g) for g in by_op], "by_module": [asdict(g) for g in by_module],
                                   "kernels": [asdict(k) for k in sorted(kernels, key=lambda k: -k.ms)]}
         fig = plot(by_op, by_module, head, args.top)
         made = not args.out.exists()
         args.out.mkdir(parents=True, exist_ok=True)
+        if args.backend != "onnxruntime":
+            stem += f".{args.backend}" + ("" if args.precision == "fp32" else f"-{args.precision}")
         json_path, png = args.out / f"{stem}.ops.json", args.out / f"{stem}.ops.png"
         try:
             with atomic_files([json_path, png]) as (json_tmp, png_tmp):  # both files or neither

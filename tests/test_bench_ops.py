@@ -142,6 +142,31 @@ def test_openvino_per_layer_counts(capsys):
     assert "openvino" in printed.splitlines()[0] and "Convolution" in printed
 
 
+def test_openvino_bf16_profile_runs_bf16_kernels_and_is_filed_beside_the_fp32_one(tmp_path, capsys):
+    """--precision bf16 profiles OpenVINO's BF16 kernels (their implementation names say so,
+    the FP32 profile's never do) into its own tagged files; onnxruntime refuses it."""
+    pytest.importorskip("openvino", reason="openvino is not installed (imlkit-runtime[cpu] brings it)")
+    from runtime.machine import has_bf16
+
+    if not has_bf16():
+        pytest.skip("this CPU has no native BF16 (AVX-512 BF16, AMX or Arm BF16)")
+    model, out = small_export("m2sformer"), tmp_path / "ops"
+    stem = model.name[: -len(".onnx")]
+    impls = {}
+    for precision in ("fp32", "bf16"):
+        assert main([str(model), "--backend", "openvino", "--precision", precision, "--rounds", "1",
+                     "--out", str(out)]) == 0
+        tag = "openvino" + ("-bf16" if precision == "bf16" else "")
+        record = json.loads((out / f"{stem}.{tag}.ops.json").read_text())
+        assert record["precision"] == precision and (out / f"{stem}.{tag}.ops.png").is_file()
+        impls[precision] = {k["impl"] for k in record["kernels"]}
+    assert "BF16" in capsys.readouterr().out
+    assert any("bf16" in i for i in impls["bf16"]) and not any("bf16" in i for i in impls["fp32"]), impls
+    with pytest.raises(SystemExit) as exit_:
+        main([str(model), "--precision", "bf16", "--no-files"])
+    assert exit_.value.code == 2 and "--backend openvino" in capsys.readouterr().err
+
+
 def test_a_trace_with_fewer_runs_than_asked_is_refused(tmp_path):
     trace = tmp_path / "t.json"
     trace.write_text(json.dumps([{"cat": "Session", "name": "model_run", "ts": 0, "dur": 5}]))
