@@ -203,6 +203,8 @@ def profile_onnxruntime(model: Path, rounds: int, threads: int | None, size: int
                         precision: str = "fp32") -> tuple[list[Kernel], dict]:
     from runtime.backends.ort_backend import OrtBackend
 
+    if precision != "fp32":
+        raise RuntimeInputError(f"precision {precision}: onnxruntime's CPU kernels run FP32 here; profile it on openvino")
     with tempfile.TemporaryDirectory(prefix="iml-ops-") as folder:
         backend = OrtBackend(model, ["CPUExecutionProvider"], threads=threads, profile_prefix=Path(folder) / "ort")
         try:
@@ -317,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     by_op = summarize(kernels, lambda k: k.op)
     by_module = summarize(kernels, lambda k: module_of(k.name, args.depth, names))
     whole = sum(k.ms for k in kernels)
-    head = (f"{args.model.name}: {args.backend} {settings.get('version', '')} {args.precision.upper()}, threads {settings.get('threads')}, "
-            f"{args.rounds} profiled calls, kernels sum to {whole:.1f} ms per call")
+    head = (f"{args.model.name}: {args.backend} {settings.get('version', '')} {args.precision.upper()}, "
+            f"threads {settings.get('threads')}, {args.rounds} profiled calls, kernels sum to {whole:.1f} ms per call")
     print(head)
     print(table(by_op, "op type", args.top, with_ops=False))
     print()

@@ -165,6 +165,8 @@ def test_openvino_bf16_profile_runs_bf16_kernels_and_is_filed_beside_the_fp32_on
     with pytest.raises(SystemExit) as exit_:
         main([str(model), "--precision", "bf16", "--no-files"])
     assert exit_.value.code == 2 and "--backend openvino" in capsys.readouterr().err
+    with pytest.raises(RuntimeInputError, match="precision bf16: onnxruntime"):
+        profile_onnxruntime(model, 1, None, None, "bf16")
 
 
 def test_a_trace_with_fewer_runs_than_asked_is_refused(tmp_path):
