@@ -228,16 +228,15 @@ def profile_openvino(model: Path, rounds: int, threads: int | None, size: int | 
     x = _input(backend, size)
     backend.run(x)
     total: dict[str, float] = defaultdict(float)
-    ops: dict[str, str] = {}
-    impls: dict[str, str] = {}
+    kinds: dict[str, tuple[str, str]] = {}  # node -> (op type, implementation)
     for _ in range(rounds):
         backend.run(x)
         for layer in backend.profiling_info():
             if layer.status == ProfilingInfo.Status.EXECUTED:  # not the NOT_RUN / OPTIMIZED_OUT layers
                 total[layer.node_name] += layer.real_time.total_seconds() * 1e3
-                ops[layer.node_name] = layer.node_type
-                impls[layer.node_name] = layer.exec_type
-    return [Kernel(name, ops[name], ms / rounds, impl=impls[name]) for name, ms in total.items()], backend.settings
+                kinds[layer.node_name] = (layer.node_type, layer.exec_type)
+    return ([Kernel(name, kinds[name][0], ms / rounds, impl=kinds[name][1]) for name, ms in total.items()],
+            backend.settings)
 
 
 def summarize(kernels: list[Kernel], key) -> list[Group]:

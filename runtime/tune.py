@@ -32,8 +32,9 @@ sidecar says.
 
 The tuning file records the machine's fingerprint (``runtime.machine``: CPU name and
 generation, flags, cores, library versions) and the model's sha256; ``load_tuned`` (and so
-``backend="auto"``) ignores it, saying why, on any other machine or file. It is written atomically with the
-user's umask; a bad input is one line on stderr, exit 2, and nothing written.
+``backend="auto"``) ignores it, saying why, on any other machine or file. It is written
+atomically with the user's umask; a bad input is one line on stderr, exit 2, and nothing
+written.
 """
 
 from __future__ import annotations
